@@ -1,0 +1,55 @@
+# The README's two commands: `make serve` and `make test`. Everything installs into .venv on first use.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+DEMO_MAR := model_store/djldml-demo.mar
+
+.PHONY: serve test test-unit test-integration lint stack demo-model bench ablation clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and exactly: the CPU wheel on disk (see pyproject.toml)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Embedded default: no Redis, no TorchServe; the in-process backend loads model_store/*.mar.
+serve: $(STAMP) $(DEMO_MAR)
+	$(BIN)/python -m service --host 127.0.0.1 --port $(PORT)
+
+# Local full stack without Docker: private Redis + Celery worker + TorchServe + uvicorn.
+stack: $(STAMP) $(DEMO_MAR)
+	$(BIN)/python -m service.stack --port $(PORT)
+
+$(DEMO_MAR): | $(STAMP)
+	$(MAKE) demo-model
+
+# synth → prepare → train c3d-small → export; deterministic. The result is a SYNTHETIC demo model.
+demo-model: $(STAMP)
+	$(BIN)/python -m trainer demo --out $(DEMO_MAR)
+
+test: $(STAMP)
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -ra
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration and not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+ablation: $(STAMP)
+	$(BIN)/python -m trainer ablation --config trainer/configs/synthetic.toml
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,43 @@
+"""The inference backend interface: clips in, per-clip distributions out.
+
+Two implementations (``torchserve.TorchServeBackend`` over HTTP, ``in_process.InProcessBackend`` loading the
+same .mar in the worker) must return the same numbers for the same clips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    sha256: str  # of the .mar archive
+    synthetic_demo: bool  # True when trained on synthetic data only: never a clinical model
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # config, metrics, data description from the archive
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot answer now (down, starting, overloaded); the caller may retry later."""
+
+    code = "backend_unavailable"
+
+
+class InferenceBackend(Protocol):
+    def clip_distributions(self, clips: np.ndarray) -> np.ndarray:
+        """uint8 ``[N, T, H, W, 3]`` → float64 ``[N, 64]``. Raises BackendUnavailable or djldml ModelError."""
+
+    def model_info(self) -> ModelInfo: ...
+
+    def ready(self) -> tuple[bool, str]:
+        """(True, "") when a request would be served now, else (False, reason)."""
+
+    def close(self) -> None: ...
