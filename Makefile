@@ -36,6 +36,7 @@ demo-model: $(STAMP)
 
 test: $(STAMP)
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
 

@@ -1,0 +1,118 @@
+"""The API's response documents (pydantic models), apart from the routes and the logic that fills them.
+
+The field descriptions here are what /docs shows; the result's numbers come from djldml.prediction, whose
+definitions they restate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from djldml import labels
+
+
+class JobState(StrEnum):
+    queued = "queued"
+    preprocessing = "preprocessing"
+    inferring = "inferring"
+    done = "done"
+    failed = "failed"
+
+
+class Interval(BaseModel):
+    mass: float = Field(description="probability mass the interval holds (0.9)")
+    low: int = Field(description="lowest score in the central interval")
+    high: int = Field(description="highest score in the central interval")
+
+
+class TimelinePoint(BaseModel):
+    start_time: float = Field(description="start of the clip in the video, seconds")
+    score: float = Field(description="expected BDI-II score of this clip alone")
+
+
+class Quality(BaseModel):
+    duration_s: float = Field(description="video duration, seconds")
+    fps: float = Field(description="frame rate of the video")
+    width: int = Field(description="displayed frame width, pixels")
+    height: int = Field(description="displayed frame height, pixels")
+    frames_decoded: int = Field(description="frames the decoder produced")
+    frames_with_face: int = Field(description="frames where a face was found (detected or interpolated)")
+    clips_used: int = Field(description="16-frame face clips the model saw")
+    dropped: dict[str, int] = Field(default_factory=dict, description="reason → frames dropped for it")
+
+
+class Model(BaseModel):
+    name: str = Field(description="model name (the archive is <name>.mar)")
+    version: str = Field(description="model version from its card")
+    sha256: str = Field(description="SHA-256 of the model archive (.mar)")
+    synthetic_demo: bool = Field(description="true: trained on synthetic videos only; the scores mean nothing "
+                                              "clinically")
+    description: str = Field("", description="what the model is and how it was trained")
+
+
+class PredictionResult(BaseModel):
+    job_id: str = Field(description="the job that produced this result")
+    bdi_score: float = Field(description=f"expected BDI-II score, Σ k·p_k over {labels.MIN_SCORE}..{labels.MAX_SCORE}")
+    distribution: list[float] = Field(
+        min_length=labels.NUM_BINS, max_length=labels.NUM_BINS,
+        description=f"probability of each score {labels.MIN_SCORE}..{labels.MAX_SCORE} (sums to 1): "
+                    "the mean of the per-clip distributions")
+    std: float = Field(description="standard deviation of the distribution")
+    interval: Interval = Field(description="central interval of the distribution holding 90% of its mass")
+    severity: str = Field(description="BDI-II band of the rounded score: "
+                                      + ", ".join(f"{b.name} {b.low}–{b.high}" for b in labels.SEVERITY_BANDS))
+    band_probabilities: dict[str, float] = Field(description="probability mass of each BDI-II band")
+    clip_scores: list[float] = Field(description="expected score of each clip, in video order")
+    timeline: list[TimelinePoint] | None = Field(description="per-clip scores with their start times")
+    quality: Quality
+    model: Model
+    timings_s: dict[str, float] = Field(description="seconds per stage: queue_wait, face_clips, inference, "
+                                                    "aggregate, total (upload excluded)")
+
+
+class JobError(BaseModel):
+    code: str = Field(description="stable problem code (see the error table in /docs)")
+    status: int = Field(description="HTTP status that code maps to")
+    title: str = Field(description="human-readable summary of the code")
+    detail: str | None = Field(None, description="what went wrong in this case")
+
+
+class JobStatus(BaseModel):
+    id: str = Field(description="job id (also the last segment of its URL)")
+    status: JobState = Field(description="queued → preprocessing → inferring → done | failed")
+    progress: float = Field(ge=0, le=1, description="0..1, coarse")
+    created_at: datetime = Field(description="when the upload was accepted (UTC)")
+    updated_at: datetime = Field(description="last status or progress change (UTC)")
+    result: PredictionResult | None = Field(None, description="present when status is done")
+    error: JobError | None = Field(None, description="present when status is failed")
+    links: dict[str, str] = Field(default_factory=dict, description="self: this job's URL")
+
+
+class ProblemDoc(BaseModel):
+    """RFC 9457 problem document (media type application/problem+json)."""
+
+    type: str = Field(description="urn:djldml:problem:<code>")
+    title: str = Field(description="human-readable summary of the code")
+    status: int = Field(description="HTTP status")
+    code: str = Field(description="stable machine-readable code (table in the API description)")
+    detail: str | None = Field(None, description="what went wrong in this case")
+    job_id: str | None = Field(None, description="the failed job, when the error came from a job")
+    errors: list[dict[str, Any]] | None = Field(None, description="invalid_request: the fields at fault")
+
+
+class Health(BaseModel):
+    status: str = Field("ok", description="always ok: the process answers")
+
+
+class Readiness(BaseModel):
+    ready: bool = Field(description="true when every check is ok")
+    checks: dict[str, str] = Field(description="component → 'ok' or the reason it is not ready")
+    mode: str = Field(description="embedded or stack")
+
+
+class Models(BaseModel):
+    models: list[Model] = Field(description="the model this service serves")

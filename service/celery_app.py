@@ -1,0 +1,54 @@
+"""The Celery application (full stack): Redis as broker, JSON only, at-least-once delivery.
+
+``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its task finished, so
+a worker killed mid-job (SIGKILL, OOM, lost host) leaves the message unacknowledged and another worker runs it
+again — after ``broker_visibility_timeout_s`` when the whole worker died (found by a sweep every
+``broker_restore_interval_s`` and when a worker starts), at once when only a pool child died.
+The task is idempotent (see service.processing), which is what makes a second run safe. Prefetch 1: a worker
+holds at most one job it has not started, so a crash strands little.
+
+Job status and results live in the job store (Redis, with TTL = JOB_TTL_S), not in Celery's result backend:
+the task returns nothing anyone waits for (``task_ignore_result``).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from .settings import get_settings
+
+
+def make_celery(broker_url: str | None, visibility_timeout_s: int = 1200, restore_interval_s: int = 60,
+                job_ttl_s: int = 3600) -> Celery:
+    app = Celery("djldml", broker=broker_url or "memory://", include=["service.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_expires=job_ttl_s,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=2.0,
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout_s,
+            # How often a worker looks for messages whose worker died (unacked past the visibility timeout).
+            "unacked_restore_interval": restore_interval_s,
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": 1.0,
+            "socket_timeout": 5.0,
+        },
+        # The gateway publishes with bounded retries so a dead Redis is a fast 503, not a hang.
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.5},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+_s = get_settings()
+celery_app = make_celery(_s.broker_url, _s.broker_visibility_timeout_s, _s.broker_restore_interval_s, _s.job_ttl_s)

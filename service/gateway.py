@@ -1,0 +1,162 @@
+"""What the routes do: accept an upload as a job, wait for it, report on it. One object per app (app.state).
+
+The checks that cost nothing run before the body is read (key, per-key job limit, queue and backend up), so a
+refused request never streams a gigabyte first. Blocking calls (Redis, probing the file) run in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+from anyio import to_thread
+from fastapi import Request
+
+from djldml.errors import DJLDMLError
+from djldml.faces import probe
+
+from .api import schemas
+from .api.problems import PROBLEMS, Problem
+from .api.upload import receive_video
+from .backends.base import BackendUnavailable, InferenceBackend
+from .jobs import Job, JobStore, StoreUnavailable, new_job_id
+from .metrics import Metrics
+from .processing import face_config
+from .settings import Settings
+from .storage import LocalUploadStorage
+
+log = logging.getLogger("service.gateway")
+
+_POLL_S = 0.1
+_READY_CACHE_S = 2.0
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store: JobStore, storage: LocalUploadStorage, backend: InferenceBackend,
+                 runner, metrics: Metrics):
+        self.settings, self.store, self.storage, self.backend, self.runner = settings, store, storage, backend, runner
+        self.metrics = metrics
+        self._backend_state: tuple[float, bool, str] = (0.0, False, "")
+
+    # ------------------------------------------------------------------------------------------ submit, wait
+    async def submit(self, request: Request, owner: str) -> str:
+        """Stream the upload to storage, create the job, enqueue it; returns the job id."""
+        active = await self._store(self.store.active_count, owner)
+        if active >= self.settings.max_concurrent_jobs_per_key:
+            raise Problem("too_many_jobs", f"{active} unfinished jobs; the limit is "
+                                           f"{self.settings.max_concurrent_jobs_per_key}")
+        ok, reason = await to_thread.run_sync(self.backend_ready)
+        if not ok:
+            raise Problem("backend_unavailable", reason)
+
+        upload = await receive_video(request, self.storage, self.settings.max_upload_bytes)
+        try:
+            await to_thread.run_sync(self._probe, upload.path)
+            job = Job(id=new_job_id(), owner=owner)
+            await self._store(self.store.create, job)
+            try:
+                await to_thread.run_sync(self.runner.submit, job.id, upload.path)
+            except StoreUnavailable as exc:
+                await to_thread.run_sync(self._forget, job.id)
+                raise Problem("queue_unavailable", str(exc)) from None
+        except BaseException:
+            self.storage.delete(upload.path)
+            raise
+        self.metrics.upload_bytes.inc(upload.size)
+        return job.id
+
+    def _probe(self, path) -> None:
+        """Open the file with the pipeline's own probe: not-a-video / too long / too short answer at once."""
+        try:
+            probe(path, face_config(self.settings))
+        except DJLDMLError as exc:
+            raise Problem(exc.code if exc.code in PROBLEMS else "not_a_video", exc.message) from None
+        except Exception as exc:  # whatever the demuxer throws at a hostile file, it is the file's fault
+            log.warning("probe failed: %s", exc.__class__.__name__)
+            raise Problem("not_a_video", "the file cannot be opened as a video") from None
+
+    def _forget(self, job_id: str) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            self.store.delete(job_id)
+
+    async def wait(self, job_id: str, owner: str, wait_s: float | None) -> schemas.JobStatus:
+        limit = self.settings.predict_wait_s if wait_s is None else min(wait_s, self.settings.predict_wait_s)
+        deadline = time.monotonic() + limit
+        while True:
+            job = await to_thread.run_sync(self.status, job_id, owner)
+            if job.status in (schemas.JobState.done, schemas.JobState.failed) or time.monotonic() >= deadline:
+                return job
+            await asyncio.sleep(_POLL_S)
+
+    # ------------------------------------------------------------------------------------------ jobs
+    def status(self, job_id: str, owner: str) -> schemas.JobStatus:
+        job = self._call(self.store.get, job_id)
+        if job is None or job.owner != owner:  # another key's job is as unknown as a missing one
+            raise Problem("unknown_job", "no such job for this key (it may have expired)")
+        return to_schema(job)
+
+    def delete(self, job_id: str, owner: str) -> None:
+        self.status(job_id, owner)
+        self._call(self.store.delete, job_id)  # a running job notices at its next step and stops
+
+    # ------------------------------------------------------------------------------------------ operations
+    def backend_ready(self) -> tuple[bool, str]:
+        checked, ok, reason = self._backend_state
+        if time.monotonic() - checked > _READY_CACHE_S:
+            try:
+                ok, reason = self.backend.ready()
+            except Exception as exc:
+                ok, reason = False, f"{exc.__class__.__name__}"
+            self._backend_state = (time.monotonic(), ok, reason)
+        return ok, reason
+
+    def readiness(self) -> schemas.Readiness:
+        self._backend_state = (0.0, False, "")  # /readyz always asks afresh
+        checks = {}
+        for name, check in (("job_store", self.store.ping), ("queue", self.runner.ready),
+                            ("backend", self.backend_ready)):
+            ok, reason = check()
+            checks[name] = "ok" if ok else (reason or "not ready")
+        ready = all(v == "ok" for v in checks.values())
+        return schemas.Readiness(ready=ready, checks=checks, mode="embedded" if self.settings.embedded else "stack")
+
+    def models(self) -> schemas.Models:
+        try:
+            info = self.backend.model_info()
+        except BackendUnavailable as exc:
+            raise Problem("backend_unavailable", str(exc)) from None
+        return schemas.Models(models=[schemas.Model(**{k: getattr(info, k) for k in schemas.Model.model_fields})])
+
+    def render_metrics(self) -> bytes:
+        with contextlib.suppress(StoreUnavailable):
+            self.metrics.collect_job_events(self.store.drain_finished())
+        return self.metrics.render(self.runner.queue_depth())
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except StoreUnavailable as exc:
+            raise Problem("queue_unavailable", str(exc)) from None
+
+    async def _store(self, fn, *args):
+        return await to_thread.run_sync(self._call, fn, *args)
+
+
+def _ts(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+def to_schema(job: Job) -> schemas.JobStatus:
+    error = None
+    if job.error:
+        code = job.error.get("code", "internal_error")
+        p = PROBLEMS.get(code, PROBLEMS["internal_error"])
+        error = schemas.JobError(code=code, status=p.status, title=p.title, detail=job.error.get("detail"))
+    return schemas.JobStatus(
+        id=job.id, status=job.status, progress=min(1.0, max(0.0, job.progress)), created_at=_ts(job.created_at),
+        updated_at=_ts(job.updated_at), result=job.result, error=error, links={"self": f"/jobs/{job.id}"},
+    )

@@ -1,0 +1,237 @@
+"""The job store: status, progress, result or error of each job, kept for ``JOB_TTL_S``.
+
+Two implementations with one interface: ``RedisJobStore`` (the full stack: the gateway and every worker share
+it) and ``MemoryJobStore`` (embedded mode). A job is a small JSON document; the gateway creates it, the worker
+moves it queued → preprocessing → inferring → done | failed. Terminal states are final: a second delivery of
+the same task (at-least-once queueing) cannot overwrite them, which is what makes the task idempotent.
+
+The store also carries two small things the gateway needs from the workers: the per-key count of unfinished
+jobs (the concurrency limit) and finished-job events (stage timings, failure codes) for /metrics, which the
+gateway drains at scrape time so that one process exposes all metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+QUEUED, PREPROCESSING, INFERRING, DONE, FAILED = "queued", "preprocessing", "inferring", "done", "failed"
+TERMINAL = frozenset({DONE, FAILED})
+
+
+class StoreUnavailable(Exception):
+    """The job store (Redis) cannot be reached."""
+
+    code = "queue_unavailable"
+
+
+@dataclass
+class Job:
+    id: str
+    owner: str  # hash of the API key ("anonymous" when the API is open); never the key itself
+    status: str = QUEUED
+    progress: float = 0.0
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None  # {"code", "detail"}
+    attempts: int = 0  # deliveries that started processing (>1 after a redelivery)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, s: str | bytes) -> Job:
+        return cls(**json.loads(s))
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobStore(Protocol):
+    def create(self, job: Job) -> None: ...
+    def get(self, job_id: str) -> Job | None: ...
+    def update(self, job_id: str, **fields: Any) -> Job | None:
+        """Apply ``fields`` unless the job is gone or already finished; return the stored job (None if gone)."""
+    def delete(self, job_id: str) -> bool: ...
+    def active_count(self, owner: str) -> int: ...
+    def record_finished(self, event: dict[str, Any]) -> None: ...
+    def drain_finished(self) -> list[dict[str, Any]]: ...
+    def ping(self) -> tuple[bool, str]: ...
+
+
+class MemoryJobStore:
+    """Embedded mode: a dict guarded by a lock; expired jobs are dropped lazily."""
+
+    def __init__(self, ttl_s: int):
+        self.ttl_s = ttl_s
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._events: deque[dict[str, Any]] = deque(maxlen=10_000)
+
+    def _expire(self) -> None:
+        cutoff = time.time() - self.ttl_s
+        for jid in [j.id for j in self._jobs.values() if j.updated_at < cutoff]:
+            del self._jobs[jid]
+
+    def create(self, job: Job) -> None:
+        with self._lock:
+            self._expire()
+            self._jobs[job.id] = Job.from_json(job.to_json())
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            self._expire()
+            job = self._jobs.get(job_id)
+            return Job.from_json(job.to_json()) if job else None
+
+    def update(self, job_id: str, **fields: Any) -> Job | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            if not job.finished:
+                for k, v in fields.items():
+                    setattr(job, k, v)
+                job.updated_at = time.time()
+            return Job.from_json(job.to_json())
+
+    def delete(self, job_id: str) -> bool:
+        with self._lock:
+            return self._jobs.pop(job_id, None) is not None
+
+    def active_count(self, owner: str) -> int:
+        with self._lock:
+            self._expire()
+            return sum(1 for j in self._jobs.values() if j.owner == owner and not j.finished)
+
+    def record_finished(self, event: dict[str, Any]) -> None:
+        self._events.append(event)
+
+    def drain_finished(self) -> list[dict[str, Any]]:
+        out = []
+        while self._events:
+            out.append(self._events.popleft())
+        return out
+
+    def ping(self) -> tuple[bool, str]:
+        return True, ""
+
+
+class RedisJobStore:
+    """Full stack: one Redis key per job (JSON, with TTL), a set of unfinished job ids per owner.
+
+    Updates run in a WATCH/MULTI transaction so that a finished job is never reopened by a late writer.
+    Short socket timeouts make a dead Redis a fast ``StoreUnavailable`` instead of a hang.
+    """
+
+    PREFIX = "djldml:job:"
+    ACTIVE = "djldml:active:"
+    EVENTS = "djldml:finished-events"
+
+    def __init__(self, url: str, ttl_s: int):
+        import redis
+
+        self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self._watch_error = redis.exceptions.WatchError
+        self.ttl_s = ttl_s
+        self.r = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=3.0,
+                                      health_check_interval=10, retry_on_timeout=False)
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except self._redis_errors as exc:
+            raise StoreUnavailable(f"job store unreachable: {exc.__class__.__name__}") from None
+
+    def create(self, job: Job) -> None:
+        def tx():
+            p = self.r.pipeline()
+            p.set(self.PREFIX + job.id, job.to_json(), ex=self.ttl_s)
+            p.sadd(self.ACTIVE + job.owner, job.id)
+            p.expire(self.ACTIVE + job.owner, self.ttl_s)
+            p.execute()
+
+        self._call(tx)
+
+    def get(self, job_id: str) -> Job | None:
+        raw = self._call(self.r.get, self.PREFIX + job_id)
+        return Job.from_json(raw) if raw else None
+
+    def update(self, job_id: str, **fields: Any) -> Job | None:
+        key = self.PREFIX + job_id
+
+        def tx(pipe) -> Job | None:
+            raw = pipe.get(key)
+            if not raw:
+                return None
+            job = Job.from_json(raw)
+            if job.finished:
+                return job
+            for k, v in fields.items():
+                setattr(job, k, v)
+            job.updated_at = time.time()
+            pipe.multi()
+            pipe.set(key, job.to_json(), ex=self.ttl_s)
+            if job.finished:
+                pipe.srem(self.ACTIVE + job.owner, job.id)
+            return job
+
+        return self._call(self.r.transaction, tx, key, value_from_callable=True)
+
+    def delete(self, job_id: str) -> bool:
+        job = self.get(job_id)
+        if job is None:
+            return False
+        self._call(lambda: self.r.pipeline().delete(self.PREFIX + job_id).srem(self.ACTIVE + job.owner, job_id)
+                   .execute())
+        return True
+
+    def active_count(self, owner: str) -> int:
+        ids = [i.decode() for i in self._call(self.r.smembers, self.ACTIVE + owner)]
+        if not ids:
+            return 0
+        raws = self._call(self.r.mget, [self.PREFIX + i for i in ids])
+        alive = 0
+        for jid, raw in zip(ids, raws, strict=True):
+            if raw and not Job.from_json(raw).finished:
+                alive += 1
+            else:  # expired or finished behind our back: prune
+                self._call(self.r.srem, self.ACTIVE + owner, jid)
+        return alive
+
+    def record_finished(self, event: dict[str, Any]) -> None:
+        def tx():
+            p = self.r.pipeline()
+            p.rpush(self.EVENTS, json.dumps(event))
+            p.ltrim(self.EVENTS, -10_000, -1)  # bounded if nobody scrapes
+            p.execute()
+
+        self._call(tx)
+
+    def drain_finished(self) -> list[dict[str, Any]]:
+        def tx():
+            p = self.r.pipeline()
+            p.lrange(self.EVENTS, 0, -1)
+            p.delete(self.EVENTS)
+            return p.execute()[0]
+
+        return [json.loads(x) for x in self._call(tx)]
+
+    def ping(self) -> tuple[bool, str]:
+        try:
+            self.r.ping()
+            return True, ""
+        except Exception as exc:  # any failure means not ready; the reason is for the operator
+            return False, f"redis unreachable: {exc.__class__.__name__}"

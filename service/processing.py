@@ -1,0 +1,155 @@
+"""Running one job: the upload → face clips → per-clip distributions → the video prediction → the job store.
+
+The one function here, :func:`run_job`, is what both the Celery task (full stack) and the embedded thread pool
+call, so the two modes differ only in wiring. It is safe to run twice for the same job (a redelivered task):
+a finished or deleted job is left alone, and the store refuses to reopen a finished job. The upload is deleted
+when the job ends, however it ends — except when the job store itself is unreachable and the caller will retry
+(``final=False``), because the retry needs the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from djldml.errors import DJLDMLError
+from djldml.faces import FaceConfig, extract_face_clips
+from djldml.prediction import predict_video
+
+from .backends.base import BackendUnavailable, InferenceBackend
+from .jobs import DONE, FAILED, INFERRING, PREPROCESSING, JobStore, StoreUnavailable
+from .settings import Settings
+from .storage import UploadStorage
+
+log = logging.getLogger("service.processing")
+
+
+class JobCancelled(Exception):
+    """The job was deleted while it ran: stop, and record nothing."""
+
+
+def face_config(settings: Settings) -> FaceConfig:
+    """The face-clip pipeline's settings that the service controls; the rest are the pipeline's defaults."""
+    return FaceConfig(max_clips=settings.max_clips, max_duration_s=settings.max_duration_s,
+                      min_duration_s=settings.min_duration_s)
+
+
+def run_job(job_id: str, upload: str | Path, *, store: JobStore, backend: InferenceBackend, storage: UploadStorage,
+            settings: Settings, final: bool = True) -> str:
+    """Process ``upload`` for ``job_id``; returns the job's final status ("done", "failed", or "gone").
+
+    Raises StoreUnavailable (after leaving the upload in place unless ``final``) when the store is unreachable.
+    """
+    delete_upload = True
+    try:
+        return _run(job_id, Path(upload), store, backend, settings)
+    except StoreUnavailable:
+        delete_upload = final
+        raise
+    finally:
+        if delete_upload:
+            storage.delete(upload)
+
+
+def _run(job_id: str, upload: Path, store: JobStore, backend: InferenceBackend, settings: Settings) -> str:
+    job = store.get(job_id)
+    if job is None:
+        return "gone"
+    if job.finished:
+        return job.status  # a second delivery of a job already done
+    started = time.time()
+    timings: dict[str, float] = {"queue_wait": max(0.0, started - job.created_at)}
+    if job.attempts >= settings.max_job_attempts:  # its worker died every time: a poison job must not loop
+        return _fail(store, job_id, "worker_lost", f"the worker processing this job was lost {job.attempts} times",
+                     timings, started)
+    try:
+        _set(store, job_id, status=PREPROCESSING, progress=0.05, started_at=started, attempts=job.attempts + 1)
+        t = time.perf_counter()
+        clips = extract_face_clips(str(upload), face_config(settings))
+        timings["face_clips"] = time.perf_counter() - t
+
+        _set(store, job_id, status=INFERRING, progress=0.5)
+        t = time.perf_counter()
+        dists = []
+        n, step = len(clips), settings.inference_batch_clips
+        for i in range(0, n, step):
+            dists.append(_infer_with_retries(backend, clips.clips[i : i + step], settings))
+            _set(store, job_id, progress=0.5 + 0.45 * min(n, i + step) / max(n, 1))
+        timings["inference"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        prediction = predict_video(np.concatenate(dists), clips.start_times)
+        timings["aggregate"] = time.perf_counter() - t
+        timings["total"] = time.time() - job.created_at
+        result = build_result(job_id, prediction.to_dict(), clips.quality, backend.model_info().to_dict(), timings)
+        stored = store.update(job_id, status=DONE, progress=1.0, result=result)
+        _record(store, DONE, None, timings)
+        return stored.status if stored else "gone"
+    except JobCancelled:
+        return "gone"
+    except StoreUnavailable:
+        raise
+    except DJLDMLError as exc:  # the video's fault: typed, explained to the client
+        return _fail(store, job_id, exc.code, exc.message, timings, started)
+    except BackendUnavailable as exc:
+        return _fail(store, job_id, "backend_unavailable", str(exc) or "inference backend unavailable", timings,
+                     started)
+    except Exception as exc:  # a bug or an environment failure: the job fails with a code, the worker lives on
+        log.exception("job %s failed unexpectedly: %s", job_id, exc.__class__.__name__)
+        return _fail(store, job_id, "internal_error", exc.__class__.__name__, timings, started)
+
+
+def _set(store: JobStore, job_id: str, **fields: Any) -> None:
+    if store.update(job_id, **fields) is None:
+        raise JobCancelled(job_id)
+
+
+def _fail(store: JobStore, job_id: str, code: str, detail: str, timings: dict[str, float], started: float) -> str:
+    timings["total"] = time.time() - started + timings.get("queue_wait", 0.0)
+    stored = store.update(job_id, status=FAILED, error={"code": code, "detail": detail})
+    _record(store, FAILED, code, timings)
+    log.info("job %s failed: %s", job_id, code)
+    return stored.status if stored else "gone"
+
+
+def _record(store: JobStore, status: str, code: str | None, timings: dict[str, float]) -> None:
+    with contextlib.suppress(StoreUnavailable):  # metrics are not worth failing a finished job for
+        store.record_finished({"status": status, "code": code, "timings": timings})
+
+
+def _infer_with_retries(backend: InferenceBackend, clips: np.ndarray, settings: Settings) -> np.ndarray:
+    """Bounded retries with doubling delay while the backend is briefly unavailable (restart, overload)."""
+    delay = settings.backend_retry_delay_s
+    for attempt in range(settings.backend_retries + 1):
+        try:
+            return backend.clip_distributions(clips)
+        except BackendUnavailable:
+            if attempt == settings.backend_retries:
+                raise
+            log.warning("backend unavailable, retry %d/%d in %.1f s", attempt + 1, settings.backend_retries, delay)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def build_result(job_id: str, prediction: dict[str, Any], quality, model: dict[str, Any],
+                 timings: dict[str, float]) -> dict[str, Any]:
+    """The response document (schemas.PredictionResult) from the prediction, quality report and model info."""
+    q = quality.to_dict() if hasattr(quality, "to_dict") else dict(quality)
+    return {
+        "job_id": job_id,
+        **prediction,
+        "quality": {
+            "duration_s": float(q.get("duration_s", 0.0)), "fps": float(q.get("fps", 0.0)),
+            "width": int(q.get("width", 0)), "height": int(q.get("height", 0)),
+            "frames_decoded": int(q.get("frames_decoded", 0)), "frames_with_face": int(q.get("frames_with_face", 0)),
+            "clips_used": int(q.get("clips_made", 0)), "dropped": {k: int(v) for k, v in q.get("dropped", {}).items()},
+        },
+        "model": {k: model[k] for k in ("name", "version", "sha256", "synthetic_demo", "description") if k in model},
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+    }

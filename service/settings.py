@@ -1,0 +1,76 @@
+"""Every setting of the service, read from the environment (prefix ``DJLDML_``), in one class.
+
+The wiring follows from two of them: no ``DJLDML_BROKER_URL`` → embedded mode (jobs run in a thread pool of the
+gateway, the job store is in memory); no ``DJLDML_TORCHSERVE_URL`` → the in-process backend loads
+``MODEL_STORE/MODEL_NAME.mar``. docs/configuration.md lists them all; keep it in step with this file.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DJLDML_", extra="ignore", protected_namespaces=())
+
+    # Wiring
+    broker_url: str | None = Field(None, description="Redis URL of the Celery broker and job store; absent = embedded")
+    torchserve_url: str | None = Field(None, description="TorchServe inference API; absent = in-process backend")
+    torchserve_management_url: str | None = Field(None, description="TorchServe management API (model status)")
+    torchserve_token: str | None = Field(None, description="inference API bearer token (TorchServe token auth on)")
+    torchserve_management_token: str | None = Field(None, description="management API bearer token")
+    torchserve_max_request_bytes: int = Field(6_553_500, gt=0, description="TorchServe's max_request_size")
+    model_name: str = "djldml-demo"
+    model_store: Path = Path("model_store")
+    upload_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "djldml-uploads")
+
+    # Limits
+    max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest accepted upload, enforced while streaming")
+    max_duration_s: float = Field(1800.0, gt=0, description="longest accepted video, seconds")
+    min_duration_s: float = Field(0.5, ge=0, description="shortest accepted video, seconds")
+    max_clips: int = Field(32, gt=0, description="face clips sampled from one video (spread over its length)")
+    max_concurrent_jobs_per_key: int = Field(4, gt=0, description="unfinished jobs one API key may have")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated API keys; empty = open API (a warning at start-up)"
+    )
+
+    # Timeouts and lifetimes
+    predict_wait_s: float = Field(60.0, ge=0, description="POST /predict waits this long before answering 202")
+    job_ttl_s: int = Field(3600, gt=0, description="how long job status and result are kept")
+    backend_timeout_s: float = Field(120.0, gt=0, description="one inference request to the backend")
+    backend_retries: int = Field(3, ge=0, description="retries of a batch while the backend is unavailable")
+    backend_retry_delay_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry")
+    inference_batch_clips: int = Field(8, gt=0, description="clips per backend request (TorchServe body limit)")
+    broker_visibility_timeout_s: int = Field(
+        1200, gt=0, description="an unacknowledged job is redelivered after this long (worker lost)"
+    )
+    broker_restore_interval_s: int = Field(60, gt=0, description="how often workers look for such jobs")
+    max_job_attempts: int = Field(3, gt=0, description="deliveries of one job whose worker died before it fails")
+    embedded_workers: int = Field(1, gt=0, description="job threads in embedded mode")
+    retry_after_s: int = Field(5, gt=0, description="Retry-After of 503 answers")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v):
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def model_archive(self) -> Path:
+        return self.model_store / f"{self.model_name}.mar"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,83 @@
+"""The Celery task: run one job (ids and paths as arguments, never video bytes).
+
+Everything the task needs (store, backend, storage) is built once per worker process and reused. A failure of
+the video or the backend ends the job as ``failed`` inside :func:`run_job`; only an unreachable job store makes
+the task itself retry (bounded), and anything unexpected is caught so the worker never dies on a job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from functools import lru_cache
+
+from .celery_app import celery_app
+from .jobs import StoreUnavailable
+from .processing import run_job
+from .settings import get_settings
+
+log = logging.getLogger("service.tasks")
+
+STORE_RETRIES = 5
+
+
+@lru_cache(maxsize=1)
+def _components():
+    from .wiring import build_backend_or_unavailable, build_storage, build_store
+
+    s = get_settings()
+    return build_store(s), build_backend_or_unavailable(s), build_storage(s), s
+
+
+@celery_app.task(name="djldml.run_job", bind=True, acks_late=True, reject_on_worker_lost=True,
+                 max_retries=STORE_RETRIES)
+def run_job_task(self, job_id: str, upload_path: str) -> str:
+    store, backend, storage, settings = _components()
+    final = self.request.retries >= STORE_RETRIES
+    try:
+        return run_job(job_id, upload_path, store=store, backend=backend, storage=storage, settings=settings,
+                       final=final)
+    except StoreUnavailable as exc:
+        if final:
+            log.error("job %s abandoned: job store unreachable", job_id)
+            return "lost"
+        raise self.retry(countdown=2 ** self.request.retries, exc=exc) from None
+    except Exception as exc:  # run_job fails jobs itself; this guards against a malformed message
+        log.error("job %s: task error %s", job_id, exc.__class__.__name__)
+        with contextlib.suppress(Exception):
+            store.update(job_id, status="failed", error={"code": "internal_error", "detail": exc.__class__.__name__})
+        return "failed"
+
+
+class CeleryRunner:
+    """The gateway's side of the task: enqueue jobs, report queue depth and broker health."""
+
+    QUEUE = "celery"  # Celery's default queue name: a Redis list of waiting messages
+
+    def __init__(self, broker_url: str):
+        import redis
+
+        self._redis = redis.Redis.from_url(broker_url, socket_connect_timeout=1.0, socket_timeout=3.0)
+
+    def submit(self, job_id: str, upload) -> None:
+        """Enqueue; raises StoreUnavailable (→ 503 queue_unavailable) when the broker cannot take it."""
+        try:
+            run_job_task.apply_async((job_id, str(upload)), task_id=job_id)
+        except Exception as exc:  # kombu/redis raise many connection error types
+            raise StoreUnavailable(f"broker unreachable: {exc.__class__.__name__}") from None
+
+    def queue_depth(self) -> int:
+        try:
+            return int(self._redis.llen(self.QUEUE))
+        except Exception:
+            return -1
+
+    def ready(self) -> tuple[bool, str]:
+        try:
+            self._redis.ping()
+            return True, ""
+        except Exception as exc:
+            return False, f"broker unreachable: {exc.__class__.__name__}"
+
+    def close(self) -> None:
+        self._redis.close()

@@ -1,0 +1,111 @@
+"""trainer export → .mar; service.model_archive reads it back (card, model, sha256, config)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from djldml.errors import ModelError
+from djldml.inference import clip_distributions
+from djldml.model_card import ModelCard
+from djldml.model_file import load_model
+from service.model_archive import list_archives, open_archive
+from trainer import export
+
+from .conftest import MODEL_NAME, random_clips
+
+
+def test_archive_reads_back_card_sha256_and_model(tiny_mar, tiny_model_file):
+    a = open_archive(tiny_mar)
+    assert a.sha256 == hashlib.sha256(tiny_mar.read_bytes()).hexdigest()
+    assert (a.card.name, a.card.version, a.card.synthetic_demo) == (MODEL_NAME, "0.1", True)
+    assert a.card.net_config == load_model(tiny_model_file).config.to_dict()
+    assert a.card.metrics == {"note": "untrained"} and a.card.data["synthetic"] is True
+    assert a.card.model_sha256 == hashlib.sha256(zipfile.ZipFile(tiny_mar).read("model.pt")).hexdigest()
+    assert a.model_config["batchSize"] == export.BATCH_SIZE and a.model_config["maxBatchDelay"] > 0
+    assert a.manifest["model"]["handler"] == "torchserve_handler.py"
+    info = a.model_info()
+    assert info.sha256 == a.sha256 and info.synthetic_demo and info.extra["net_config"] == a.card.net_config
+    clips = random_clips(2)
+    np.testing.assert_array_equal(clip_distributions(a.load_network(), clips),
+                                  clip_distributions(load_model(tiny_model_file), clips))
+
+
+def test_archive_packs_handler_and_the_djldml_it_needs(tiny_mar):
+    names = set(zipfile.ZipFile(tiny_mar).namelist())
+    assert {"torchserve_handler.py", "model.pt", "model_card.json", "model-config.yaml"} <= names
+    needed = {"djldml/__init__.py", "djldml/clips.py", "djldml/errors.py", "djldml/inference.py",
+              "djldml/labels.py", "djldml/network.py", "djldml/model_file.py", "djldml/model_card.py"}
+    assert needed <= names
+    assert not any(n.startswith(("service/", "trainer/", "djldml/faces")) for n in names)
+
+
+def test_handler_sources_follow_imports_transitively():
+    files = {p.name for p in export.handler_sources()}
+    assert {"inference.py", "clips.py", "network.py", "labels.py", "errors.py", "__init__.py"} <= files
+    assert "prediction.py" not in files  # not imported by the handler
+
+
+def test_best_checkpoint_is_exported_like_a_model_file(tiny_model_file, tmp_path):
+    model = torch.load(tiny_model_file, weights_only=True)
+    torch.save({"model": model, "epoch": 3, "dev": {"mae": 7.5}, "config": {"sigma": 2.0}}, tmp_path / "best.pt")
+    out = export.export_model(tmp_path, tmp_path / "store" / "m.mar", "m", "2", ModelCard("x", "y", False))
+    a = open_archive(out)
+    assert (a.card.name, a.card.version, a.card.synthetic_demo) == ("m", "2", False)
+    assert a.card.training == {"sigma": 2.0} and a.card.metrics == {"dev": {"mae": 7.5}, "best_epoch": 3}
+    assert list_archives(tmp_path / "store")[0].sha256 == a.sha256
+
+
+def test_same_model_exports_to_the_same_model_file(tiny_model_file, tmp_path):
+    a = export.export_model(tiny_model_file, tmp_path / "a.mar", "a", "1", {})
+    b = export.export_model(tiny_model_file, tmp_path / "b.mar", "b", "1", {})
+    assert open_archive(a).card.model_sha256 == open_archive(b).card.model_sha256
+
+
+@pytest.mark.parametrize("blob", [{"format": "something-else"}, {"model": {"format": "nope"}}, [1, 2]])
+def test_export_refuses_what_is_not_a_model(tmp_path, blob):
+    torch.save(blob, tmp_path / "bad.pt")
+    with pytest.raises(ModelError):
+        export.export_model(tmp_path / "bad.pt", tmp_path / "bad.mar", "bad", "1", {})
+    assert not (tmp_path / "bad.mar").exists()
+
+
+def test_cli_writes_archive_with_card_fields(tiny_model_file, tmp_path, capsys):
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"metrics": {"test": {"mae": 9.9}}, "data": {"source": "synthetic"}}))
+    p = argparse.ArgumentParser()
+    export.add_arguments(p)
+    args = p.parse_args([str(tiny_model_file), "--out", str(tmp_path / "cli.mar"), "--name", "cli", "--version",
+                         "3.1", "--synthetic-demo", "--card", str(card), "--description", "demo"])
+    assert export.main(args) == 0
+    a = open_archive(tmp_path / "cli.mar")
+    assert a.card.metrics == {"test": {"mae": 9.9}} and a.card.synthetic_demo and a.card.description == "demo"
+    assert a.sha256 in capsys.readouterr().out
+
+
+def test_open_archive_errors(tmp_path, tiny_mar):
+    with pytest.raises(ModelError):
+        open_archive(tmp_path / "missing.mar")
+    (tmp_path / "junk.mar").write_bytes(b"not a zip")
+    with pytest.raises(ModelError):
+        open_archive(tmp_path / "junk.mar")
+    with zipfile.ZipFile(tmp_path / "nocard.mar", "w") as z:
+        z.writestr("model.pt", b"")
+    with pytest.raises(ModelError):
+        open_archive(tmp_path / "nocard.mar")
+    assert list_archives(tmp_path) == []  # unreadable archives are skipped
+
+
+def test_model_card_round_trip_and_validation():
+    card = ModelCard("n", "1", True, description="d", metrics={"mae": 1.0})
+    assert ModelCard.from_json(card.to_json()) == card
+    for bad in ('{"name": "n", "version": "1"}', '{"name": "n", "version": "1", "synthetic_demo": "yes"}',
+                '{"format": "other", "name": "n", "version": "1", "synthetic_demo": true}', "[]", "not json"):
+        with pytest.raises(ModelError):
+            ModelCard.from_json(bad)
