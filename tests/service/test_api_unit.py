@@ -1,0 +1,202 @@
+"""The gateway in-process (Starlette TestClient, embedded wiring) with a fake backend and a fake face pipeline:
+fast checks of the upload handling, auth, limits and error documents. The same API runs against real processes
+in test_api.py."""
+
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from service import app as app_module
+from service import processing, wiring
+from service.settings import Settings
+from tests.media import carphone_path
+from tests.service.fakes import FakeBackend, fake_clips
+
+KEY = "unit-key"
+
+
+@pytest.fixture
+def make_client(tmp_path, monkeypatch):
+    clients = []
+
+    def make(backend=None, **overrides):
+        values = {"upload_dir": tmp_path / "up", "api_keys": [KEY], "max_upload_bytes": 1_000_000,
+                  "predict_wait_s": 10, **overrides}
+        settings = Settings(**values)
+        backend = backend or FakeBackend()
+        monkeypatch.setattr(wiring, "build_backend", lambda s: backend)
+        monkeypatch.setattr(processing, "extract_face_clips", lambda path, config: fake_clips(3))
+        client = TestClient(app_module.create_app(settings), headers={"X-API-Key": KEY})
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+def video_bytes() -> bytes:
+    return carphone_path().read_bytes()
+
+
+def assert_problem(r, status: int, code: str):
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["code"] == code and body["status"] == status and body["type"].endswith(code)
+    return body
+
+
+def test_predict_returns_the_result(make_client, tmp_path):
+    c = make_client()
+    r = c.post("/predict", files={"video": ("x.mp4", video_bytes(), "video/mp4")})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["distribution"]) == 64
+    assert list((tmp_path / "up").iterdir()) == []  # upload deleted once the job ended
+
+
+def test_auth(make_client):
+    c = make_client()
+    assert_problem(c.get("/jobs/x", headers={"X-API-Key": ""}), 401, "unauthorised")
+    assert_problem(c.get("/jobs/x", headers={"X-API-Key": "wrong"}), 401, "unauthorised")
+    assert_problem(c.get("/jobs/x"), 404, "unknown_job")
+    assert c.get("/healthz", headers={"X-API-Key": ""}).status_code == 200  # operations stay open
+
+
+def test_oversized_upload_is_refused_while_streaming(tmp_path):
+    """The receiver stops reading the body once the limit is passed (the HTTP-level check is in test_api.py)."""
+    import anyio
+    from starlette.requests import Request
+
+    from service.api.problems import Problem
+    from service.api.upload import receive_video
+    from service.storage import LocalUploadStorage
+
+    boundary = "b0undary"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="v.mp4"\r\n'
+            "Content-Type: video/mp4\r\n\r\n").encode()
+    chunks = [head] + [b"\0\0\0\x18ftypmp42" + b"\0" * (65536 - 12)] * 100  # 6.4 MB, limit 1 MB
+    received = {"n": 0}
+
+    async def receive():
+        i = received["n"]
+        received["n"] += 1
+        return {"type": "http.request", "body": chunks[i], "more_body": i + 1 < len(chunks)}
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"",
+             "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())]}
+    storage = LocalUploadStorage(tmp_path / "up")
+    with pytest.raises(Problem) as err:
+        anyio.run(receive_video, Request(scope, receive), storage, 1_000_000)
+    assert err.value.code == "upload_too_large"
+    assert received["n"] <= 1 + 1_000_000 // 65536 + 1  # stopped right after the limit, not at the end
+    assert list((tmp_path / "up").iterdir()) == []
+
+
+def test_declared_oversized_upload_is_refused_before_reading(make_client):
+    c = make_client()
+    r = c.post("/predict", files={"video": ("v.mp4", b"\0" * 1_200_000, "video/mp4")})
+    assert_problem(r, 413, "upload_too_large")
+
+
+def test_bad_uploads(make_client, tmp_path):
+    c = make_client()
+    assert_problem(c.post("/predict", data={"x": "1"}), 415, "unsupported_media_type")  # urlencoded form
+    assert_problem(c.post("/predict", files={"other": ("a.txt", b"abc", "text/plain")}), 422, "invalid_request")
+    assert_problem(c.post("/predict", content=b"raw", headers={"Content-Type": "video/mp4"}), 415,
+                   "unsupported_media_type")
+    assert_problem(c.post("/predict", files={"video": ("a.png", b"\x89PNG....", "image/png")}), 415,
+                   "unsupported_media_type")
+    assert_problem(c.post("/predict", files={"video": ("a.mp4", b"", "video/mp4")}), 422, "not_a_video")
+    assert_problem(c.post("/predict", files={"video": ("a.mp4", b"hello world, not a video", "video/mp4")}), 422,
+                   "not_a_video")
+    truncated = video_bytes()[:2000]  # an mp4 header with no frames: sniffing passes, probing does not
+    assert_problem(c.post("/predict", files={"video": ("a.mp4", truncated, "video/mp4")}), 422, "not_a_video")
+    r = c.post("/predict", content=b"--b\r\nbroken", headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert_problem(r, 422, "invalid_request")
+    assert list((tmp_path / "up").iterdir()) == []
+
+
+def test_concurrent_jobs_per_key_limit(make_client):
+    backend = FakeBackend()
+    backend.gate.clear()  # jobs block in inference until released
+    c = make_client(backend, max_concurrent_jobs_per_key=2)
+    ids = [c.post("/jobs", files={"video": ("v.mp4", video_bytes(), "video/mp4")}).json()["id"] for _ in range(2)]
+    body = assert_problem(c.post("/jobs", files={"video": ("v.mp4", video_bytes(), "video/mp4")}), 429,
+                          "too_many_jobs")
+    assert body["status"] == 429
+    backend.gate.set()
+    for job_id in ids:
+        deadline = time.monotonic() + 10
+        while c.get(f"/jobs/{job_id}").json()["status"] != "done":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert c.post("/jobs", files={"video": ("v.mp4", video_bytes(), "video/mp4")}).status_code == 202
+
+
+def test_predict_answers_202_when_the_wait_runs_out(make_client):
+    backend = FakeBackend()
+    backend.gate.clear()
+    c = make_client(backend)
+    r = c.post("/predict?wait_s=0.2", files={"video": ("v.mp4", video_bytes(), "video/mp4")})
+    assert r.status_code == 202 and r.headers["location"] == f"/jobs/{r.json()['id']}"
+    backend.gate.set()
+
+
+def test_jobs_are_private_to_their_key(make_client):
+    c = make_client(api_keys=[KEY, "other"])
+    job_id = c.post("/jobs", files={"video": ("v.mp4", video_bytes(), "video/mp4")}).json()["id"]
+    assert_problem(c.get(f"/jobs/{job_id}", headers={"X-API-Key": "other"}), 404, "unknown_job")
+    assert_problem(c.delete(f"/jobs/{job_id}", headers={"X-API-Key": "other"}), 404, "unknown_job")
+    assert c.delete(f"/jobs/{job_id}").status_code == 204
+    assert_problem(c.get(f"/jobs/{job_id}"), 404, "unknown_job")
+
+
+def test_missing_model_means_not_ready_and_503(make_client, monkeypatch, tmp_path):
+    settings = Settings(upload_dir=tmp_path / "up2", model_store=tmp_path / "empty")
+    with TestClient(app_module.create_app(settings)) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["checks"]["backend"] != "ok"
+        r = c.post("/predict", files={"video": ("v.mp4", video_bytes(), "video/mp4")})
+        body = assert_problem(r, 503, "backend_unavailable")
+        assert r.headers["retry-after"] and body["detail"]
+        assert_problem(c.get("/models"), 503, "backend_unavailable")
+
+
+def test_openapi_documents_the_upload_and_the_error_codes(make_client):
+    c = make_client()
+    spec = c.get("/openapi.json").json()
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert body["schema"]["properties"]["video"]["format"] == "binary"
+    responses = spec["paths"]["/predict"]["post"]["responses"]
+    assert {"200", "202", "401", "413", "415", "422", "429", "503"} <= set(responses)
+    assert "upload_too_large" in responses["413"]["description"]
+    assert "Problem" in spec["components"]["schemas"]
+
+
+def test_metrics_count_requests_and_job_stages(make_client):
+    c = make_client()
+    c.post("/predict", files={"video": ("x.mp4", video_bytes(), "video/mp4")})
+    c.get("/jobs/nope")
+    text = c.get("/metrics").text
+    assert 'djldml_http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
+    assert 'djldml_failures_total{code="unknown_job",where="gateway"} 1.0' in text
+    assert 'djldml_job_stage_seconds_count{stage="inference"} 1.0' in text
+    assert "djldml_queue_depth" in text
+
+
+def test_queue_down_at_enqueue_is_503_and_leaves_nothing(make_client, monkeypatch, tmp_path):
+    from service.embedded import EmbeddedRunner
+    from service.jobs import StoreUnavailable
+
+    def refuse(self, job_id, upload):
+        raise StoreUnavailable("broker unreachable")
+
+    monkeypatch.setattr(EmbeddedRunner, "submit", refuse)
+    c = make_client()
+    r = c.post("/jobs", files={"video": ("v.mp4", video_bytes(), "video/mp4")})
+    assert_problem(r, 503, "queue_unavailable")
+    assert r.headers["retry-after"]
+    assert list((tmp_path / "up").iterdir()) == []

@@ -1,0 +1,58 @@
+"""The Redis job store against a private redis-server: same semantics as the in-memory one, plus TTL and a
+fast StoreUnavailable when Redis is gone."""
+
+import time
+
+import pytest
+
+from service.jobs import DONE, FAILED, INFERRING, Job, RedisJobStore, StoreUnavailable
+from service.stack import free_port, start_redis
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    r = start_redis(workdir=tmp_path_factory.mktemp("redis"))
+    yield r.url
+    r.stop()
+
+
+def test_lifecycle_terminal_states_and_counts(redis_url):
+    s = RedisJobStore(redis_url, ttl_s=60)
+    s.create(Job(id="a", owner="o1"))
+    s.create(Job(id="b", owner="o1"))
+    assert s.active_count("o1") == 2 and s.active_count("o2") == 0
+    assert s.update("a", status=INFERRING, progress=0.5).progress == 0.5
+    assert s.update("a", status=DONE, result={"x": 1}).status == DONE
+    late = s.update("a", status=FAILED, error={"code": "no_face"})  # a late writer cannot reopen it
+    assert late.status == DONE and late.error is None
+    assert s.active_count("o1") == 1
+    assert s.delete("b") and not s.delete("b") and s.get("b") is None
+    assert s.active_count("o1") == 0
+    assert s.update("missing", status=DONE) is None
+    assert 0 < s.r.ttl(RedisJobStore.PREFIX + "a") <= 60
+
+
+def test_expired_jobs_leave_the_count(redis_url):
+    s = RedisJobStore(redis_url, ttl_s=1)
+    s.create(Job(id="c", owner="o3"))
+    assert s.active_count("o3") == 1
+    time.sleep(1.2)
+    assert s.get("c") is None and s.active_count("o3") == 0
+
+
+def test_events_drain_once(redis_url):
+    s = RedisJobStore(redis_url, ttl_s=60)
+    s.record_finished({"status": "done", "timings": {"total": 1.0}})
+    assert s.drain_finished() == [{"status": "done", "timings": {"total": 1.0}}]
+    assert s.drain_finished() == []
+
+
+def test_unreachable_redis_fails_fast():
+    s = RedisJobStore(f"redis://127.0.0.1:{free_port()}/0", ttl_s=60)
+    t = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        s.get("x")
+    assert time.monotonic() - t < 3
+    assert s.ping()[0] is False
