@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import io
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the gateway can parse clips without loading it
+    import torch
 
 CLIP_LENGTH = 16  # T: frames per clip (C3D)
 FACE_SIZE = 112  # H = W of an aligned face
@@ -87,6 +89,8 @@ def to_tensor(clips: np.ndarray | torch.Tensor, device: torch.device | str | Non
 
     The uint8 → device copy happens before the float conversion, so a GPU receives 4× fewer bytes.
     """
+    import torch
+
     if isinstance(clips, np.ndarray):
         validate_clips(clips)
         clips = torch.from_numpy(np.ascontiguousarray(clips))

@@ -7,11 +7,11 @@ numpy arrays or torch tensors and work on the last axis, so a batch ``[..., 64]`
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 
 import numpy as np
-import torch
 
 MIN_SCORE = 0
 MAX_SCORE = 63
@@ -39,11 +39,20 @@ SEVERITY_BANDS: tuple[SeverityBand, ...] = (
     SeverityBand("severe", 29, 63),
 )
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+Array = Any  # np.ndarray or torch.Tensor
+
+
+def _is_tensor(x) -> bool:
+    # torch is imported lazily: the gateway uses the label maths without loading torch (≈250 MB). A tensor
+    # cannot exist unless torch is already imported, so looking in sys.modules is exact.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _support(like: Array) -> Array:
-    if isinstance(like, torch.Tensor):
+    if _is_tensor(like):
+        import torch
+
         return torch.arange(NUM_BINS, dtype=like.dtype if like.is_floating_point() else torch.float32,
                             device=like.device) + MIN_SCORE
     return SCORES.copy()
@@ -51,7 +60,7 @@ def _support(like: Array) -> Array:
 
 def clip_score(score):
     """Clamp scores to the scale [0, 63]."""
-    if isinstance(score, torch.Tensor):
+    if _is_tensor(score):
         return score.clamp(MIN_SCORE, MAX_SCORE)
     return np.clip(score, MIN_SCORE, MAX_SCORE)
 
@@ -65,7 +74,9 @@ def label_distribution(score, sigma: float = DEFAULT_SIGMA):
     """
     if sigma <= 0:
         raise ValueError("sigma must be positive")
-    if isinstance(score, torch.Tensor):
+    if _is_tensor(score):
+        import torch
+
         y = clip_score(score.to(torch.float32 if not score.is_floating_point() else score.dtype))
         k = _support(y)
         logits = -((k - y.unsqueeze(-1)) ** 2) / (2.0 * sigma**2)
@@ -87,7 +98,7 @@ def std(dist):
     k = _support(dist)
     mu = expectation(dist)
     var = (dist * (k - mu[..., None]) ** 2).sum(-1)
-    return var.clamp_min(0).sqrt() if isinstance(var, torch.Tensor) else np.sqrt(np.maximum(var, 0))
+    return var.clamp_min(0).sqrt() if _is_tensor(var) else np.sqrt(np.maximum(var, 0))
 
 
 def central_interval(dist, mass: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +109,7 @@ def central_interval(dist, mass: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
     """
     if not 0 < mass < 1:
         raise ValueError("mass must be in (0, 1)")
-    p = dist.detach().cpu().double().numpy() if isinstance(dist, torch.Tensor) else np.asarray(dist, np.float64)
+    p = dist.detach().cpu().double().numpy() if _is_tensor(dist) else np.asarray(dist, np.float64)
     cdf = np.cumsum(p, axis=-1)
     cdf /= cdf[..., -1:]
     tail = (1.0 - mass) / 2.0
@@ -119,7 +130,9 @@ def severity_of(score) -> str:
 def band_probabilities(dist):
     """Probability mass of each severity band, last axis → ``[..., len(SEVERITY_BANDS)]`` (order of SEVERITY_BANDS)."""
     parts = [dist[..., b.low - MIN_SCORE : b.high - MIN_SCORE + 1].sum(-1) for b in SEVERITY_BANDS]
-    return torch.stack(parts, -1) if isinstance(dist, torch.Tensor) else np.stack(parts, -1)
+    if _is_tensor(dist):
+        return sys.modules["torch"].stack(parts, -1)
+    return np.stack(parts, -1)
 
 
 def bhattacharyya_overlap(p, q):
@@ -127,7 +140,7 @@ def bhattacharyya_overlap(p, q):
 
     Used as the pair weight of the label-aware histogram loss (METHOD.md §3).
     """
-    if isinstance(p, torch.Tensor):
+    if _is_tensor(p):
         return (p.clamp_min(0) * q.clamp_min(0)).sqrt().sum(-1)
     return np.sqrt(np.clip(p, 0, None) * np.clip(q, 0, None)).sum(-1)
 
@@ -138,7 +151,9 @@ def point_distribution(score):
     How a regression head's scalar output enters the prediction contract: it has no learned uncertainty, and
     unlike a Gaussian it does not bias the expectation near the ends of the scale.
     """
-    if isinstance(score, torch.Tensor):
+    import torch
+
+    if _is_tensor(score):
         y = clip_score(score if score.is_floating_point() else score.float()) - MIN_SCORE
         lo = y.floor().clamp(0, NUM_BINS - 1)
         frac = y - lo
