@@ -1,0 +1,103 @@
+"""Training throughput (clips/s) of each network preset, as ratios against baselines measured in the same run.
+
+    python -m bench.bench_train                   # all presets on CPU (c3d: a few minutes on 2 cores)
+    python -m bench.bench_train --presets c3d-tiny c3d-small --batch 4 --steps 3
+    python -m bench.bench_train --device cuda --amp --batch 16
+
+A training step is what trainer/train.py does per batch: uint8 clips → to_tensor → forward (autocast with
+``--amp`` on CUDA) → the djldml objective (LDL + label-aware histogram loss) → backward → AdamW step. Each
+preset is also timed forward-only (inference mode, the serving path). Two ratios are printed, because absolute
+clips/s on a shared machine mean little: train ÷ forward of the same preset (the cost of learning), and train ÷
+the train throughput of the reference preset (default c3d-small) measured in this same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from djldml.clips import CLIP_SHAPE, to_tensor
+from djldml.losses import JointObjective
+from djldml.network import PRESETS, build_network, count_parameters
+
+
+def _timed(step, steps: int, warmup: int, device: torch.device) -> float:
+    """Seconds per call of ``step`` (median of ``steps`` calls after ``warmup`` untimed ones)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def measure(preset: str, batch: int, steps: int, warmup: int, device: torch.device, amp: bool) -> dict:
+    torch.manual_seed(0)
+    net = build_network(preset).to(device)
+    objective = JointObjective("djldml")
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    clips = torch.randint(0, 256, (batch, *CLIP_SHAPE), dtype=torch.uint8)
+    scores = torch.linspace(0, 40, batch, device=device).round()  # a few equal labels: real histogram pairs
+    use_amp = amp and device.type == "cuda"
+
+    def train_step() -> None:
+        net.train()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = net(to_tensor(clips, device))
+        objective(out, scores).total.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    @torch.inference_mode()
+    def forward_step() -> None:
+        net.eval()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            net.clip_distributions(to_tensor(clips, device))
+
+    train_s = _timed(train_step, steps, warmup, device)
+    forward_s = _timed(forward_step, steps, warmup, device)
+    return {"preset": preset, "params_m": count_parameters(net) / 1e6, "train": batch / train_s,
+            "forward": batch / forward_s}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--reference", default="c3d-small", choices=list(PRESETS),
+                        help="preset whose training throughput is the baseline (always measured)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (median)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    presets = [args.reference] + [p for p in args.presets if p != args.reference]
+    results = {}
+    for preset in presets:
+        results[preset] = measure(preset, args.batch, args.steps, args.warmup, device, args.amp)
+        print(f"measured {preset}", flush=True)
+    ref = results[args.reference]["train"]
+    print(f"\ntraining throughput, batch {args.batch}, {device}{' + AMP' if args.amp else ''}, "
+          f"{torch.get_num_threads()} CPU threads; baseline = {args.reference} training ({ref:.2f} clips/s)")
+    print(f"{'preset':10} {'params (M)':>10} {'train clips/s':>14} {'fwd clips/s':>12} {'train/fwd':>10} "
+          f"{'train/baseline':>15}")
+    for preset in presets:
+        r = results[preset]
+        print(f"{preset:10} {r['params_m']:10.2f} {r['train']:14.2f} {r['forward']:12.2f} "
+              f"{r['train'] / r['forward']:10.3f} {r['train'] / ref:15.3f}")
+
+
+if __name__ == "__main__":
+    main()

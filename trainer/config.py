@@ -1,0 +1,160 @@
+"""Training configuration: every hyperparameter as a plain value, read from a TOML file plus overrides.
+
+The TOML file groups keys in sections ([data], [augment], [model], [loss], [optim], [train], [eval]) for the
+reader; the sections are flattened into one :class:`TrainConfig`, so a key means the same wherever it is set
+and an override is just ``key=value`` (``--set lr=3e-4``). Unknown keys are errors, not silently ignored.
+``trainer/configs/default.toml`` holds the paper-faithful defaults (documented there, key by key);
+``trainer/configs/synthetic.toml`` the small CPU settings of the synthetic demo.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from djldml.losses import OBJECTIVES
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
+SYNTHETIC_CONFIG = CONFIG_DIR / "synthetic.toml"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # [data]
+    data: str = "data/avec2013/prepared"  # root of a prepared dataset (trainer.store.PreparedDataset)
+    clip_length: int = 16
+    clip_stride: int = 1
+    clips_per_video: int = 8  # random training clips drawn from each training video per epoch
+    clips_per_group: int = 2  # clips of one video that sit together in a batch (equal-label pairs for DML)
+    num_workers: int = 2
+    # [augment]
+    hflip: float = 0.5  # probability of mirroring a whole clip
+    brightness: float = 0.1  # added offset, uniform in ±brightness·255
+    contrast: float = 0.1  # gain around the clip mean, uniform in 1 ± contrast
+    crop_scale: float = 0.9  # random square crop of side ∈ [crop_scale, 1]·112, resized back to 112
+    # [model]
+    preset: str = "c3d"
+    pretrained: str = ""  # optional local C3D state dict for the backbone (never downloaded)
+    head_prior: bool = True  # start a regression head at the mean training score (the train-mean baseline)
+    # [loss]
+    objective: str = "djldml"
+    sigma: float = 2.0
+    l1_weight: float = 0.0
+    dml_weight: float = 1.0
+    n_bins: int = 100
+    hard_pairs: bool = False
+    regression_loss: str = "l1"
+    regression_head_lr_scale: float = 10.0  # lr multiplier of a regression head (its output is in BDI points)
+    # [optim]
+    batch_size: int = 16  # per process (DDP: global batch = batch_size × world size)
+    epochs: int = 30
+    lr: float = 1e-4
+    min_lr: float = 1e-6
+    lr_schedule: str = "cosine"  # "cosine" (after warmup) or "constant"
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    # [train]
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1"
+    amp: bool = True  # mixed precision on CUDA (bfloat16 when supported, else float16 with a grad scaler)
+    patience: int = 8  # early stopping: epochs without a better dev MAE; 0 disables
+    out: str = "runs/djldml"
+    resume: bool = False
+    progress: bool = True  # tqdm bars
+    # [eval]
+    eval_clips_per_video: int = 64  # as the service's max_clips: clips evenly spread over each video
+    dev_clips_per_video: int = 16  # fewer for the per-epoch development check
+    eval_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError("lr_schedule must be 'cosine' or 'constant'")
+        for name in ("clip_length", "clips_per_video", "clips_per_group", "batch_size", "epochs", "n_bins",
+                     "eval_clips_per_video", "dev_clips_per_video", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1")
+        if not 0 < self.crop_scale <= 1:
+            raise ValueError("crop_scale must be in (0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        _check_keys(overrides)
+        return replace(self, **_coerce(overrides))
+
+
+def _field_types() -> dict[str, type]:
+    return {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig)}
+
+
+def _check_keys(values: dict[str, Any]) -> None:
+    unknown = sorted(set(values) - set(_field_types()))
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    """TOML ints where floats are expected become floats; anything else of the wrong type is an error."""
+    types, out = _field_types(), {}
+    for key, value in values.items():
+        want = types[key]
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise ValueError(f"config key {key} must be {want.__name__}, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _flatten(doc: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        items = value.items() if isinstance(value, dict) else [(key, value)]
+        for k, v in items:
+            if k in flat:
+                raise ValueError(f"config key {k} set twice")
+            flat[k] = v
+    return flat
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` → (key, value); the value is read as TOML (``3e-4``, ``true``, ``"x"``), else as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep:
+        raise ValueError(f"override must be key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The config of ``path`` (default: default.toml) with ``overrides`` applied on top."""
+    with open(path or DEFAULT_CONFIG, "rb") as f:
+        values = _flatten(tomllib.load(f))
+    values.update(overrides or {})
+    _check_keys(values)
+    return TrainConfig(**_coerce(values))
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig | None:
+    """The config a run was trained with (``config.json`` in its directory), or None."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    values = json.loads(path.read_text())
+    known = set(_field_types())
+    return TrainConfig(**_coerce({k: v for k, v in values.items() if k in known}))
