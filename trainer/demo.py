@@ -18,12 +18,6 @@ from typing import Any
 from .synth import SynthConfig
 
 DEMO_SYNTH = SynthConfig(subjects=(12, 3, 4), videos_per_subject=3, seconds=4.0, seed=0)
-# On top of trainer/configs/synthetic.toml, measured on the synthetic data (docs/training.md, "What we measured"):
-# - the DLDL-v2 L1 term on the expectation, weight 1: without it, a few CPU epochs from scratch learned to *rank*
-#   the videos (test r ≈ 0.8) but kept predictions near the label mean (MAE ≈ the train-mean baseline's);
-# - c3d-tiny: with 12 epochs of 36 videos it learns the cue reliably, where c3d-small had not started to after
-#   8 epochs (dev MAE still at the baseline's), and it trains ~3× faster on a CPU.
-DEMO_OVERRIDES: dict[str, Any] = {"l1_weight": 1.0, "preset": "c3d-tiny", "epochs": 12}
 DEMO_NAME = "djldml-demo"
 DEMO_VERSION = "1.0"
 DEMO_DESCRIPTION = ("SYNTHETIC DEMO MODEL — trained only on synthetic videos (a public test face animated with "
@@ -50,7 +44,7 @@ def run_demo(out_mar: str | Path, work: str | Path = "runs/demo", seed: int = 0,
     if not prepared.usable:
         raise RuntimeError("the synthetic videos gave no usable faces (face pipeline broken?)")
     cfg = load_config(SYNTHETIC_CONFIG, {"data": str(work / "prepared"), "out": str(work / "run"), "seed": seed,
-                                         "progress": progress, **DEMO_OVERRIDES, **(overrides or {})})
+                                         "progress": progress, **(overrides or {})})
     run_dir = train(cfg)
     metrics = evaluate(run_dir, split="test", plots=False, progress=progress, n_bootstrap=200)
     print(format_report(metrics))
