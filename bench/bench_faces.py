@@ -4,7 +4,7 @@
     python -m bench.bench_faces --quick    # 20 s videos, no 10-minute run
 
 For each video: decode-only (the same FFmpeg decoder and threads, no conversion: the floor of any pipeline),
-the service's sampled clips (≤32), the trainer's dense mode (every frame aligned, detection every 5th frame),
+the service's sampled clips (≤32), the trainer's dense mode (every frame aligned, detection every k-th frame),
 and the per-frame-detection baseline (dense, detector on every frame). Throughput is in source-video frames
 per second (how fast a video is consumed) and aligned faces per second; "ratio" is decode-only time / time
 (goal for the service's sampled clips: ≥ 0.5). Wall times on a shared machine are noisy: CPU seconds are
@@ -75,8 +75,9 @@ def bench_video(name: str, path: Path, size: tuple[int, int], baseline: bool) ->
     rows["service: sampled clips (≤32)"] = dict(
         wall_s=w, cpu_s=c, video_fps=n / w, faces=clips.quality.frames_with_face
     )
-    (n5, m5), w, c = _timed(lambda: dense(path, 5))
-    rows["trainer: dense, detect every 5th"] = dict(wall_s=w, cpu_s=c, video_fps=n / w, faces=n5)
+    k = FaceConfig.detect_every
+    (n5, m5), w, c = _timed(lambda: dense(path, k))
+    rows[f"trainer: dense, detect every {k}th"] = dict(wall_s=w, cpu_s=c, video_fps=n / w, faces=n5)
     m1 = None
     if baseline:
         (n1, m1), w, c = _timed(lambda: dense(path, 1))
@@ -91,8 +92,8 @@ def bench_video(name: str, path: Path, size: tuple[int, int], baseline: bool) ->
             f"{label:40s} {r['wall_s']:7.2f} {r['cpu_s']:7.2f} {r['video_fps']:10.0f} {r['faces_per_s']:8.0f}"
             f" {r['ratio']:6.2f} {r['cpu_ratio']:9.2f}"
         )
-    result = {"frames": n, "rows": rows, "landmark_error_k5": landmark_error(m5, scene, scene.n_frames)}
-    line = f"landmark error vs truth (mean of 5 points / eye distance): k=5 {result['landmark_error_k5']:.1%}"
+    result = {"frames": n, "rows": rows, "landmark_error_k": landmark_error(m5, scene, scene.n_frames)}
+    line = f"landmark error vs truth (mean of 5 points / eye distance): k={k} {result['landmark_error_k']:.1%}"
     if m1 is not None:
         result["landmark_error_every_frame"] = landmark_error(m1, scene, scene.n_frames)
         line += f", every frame {result['landmark_error_every_frame']:.1%}"

@@ -18,7 +18,10 @@ class FaceConfig:
     clip_length: int = CLIP_LENGTH  # T: aligned frames per clip
     face_size: int = FACE_SIZE  # H = W of an aligned face
     temporal_stride: int = 1  # a clip takes every stride-th frame (stride 2: 16 frames span 31 source frames)
-    detect_every: int = 5  # k: run the detector on every k-th frame, interpolate the landmarks in between
+    # k: run the detector on every k-th frame, interpolate the landmarks in between. k=8 measured as accurate as
+    # per-frame detection (6.9 % vs 7.1 % of the eye distance: yuface's own jitter dominates) and makes the
+    # service's sampled clips ≈1.4× faster than k=5 (docs/faces.md).
+    detect_every: int = 8
     detect_width: int = 320  # the detector sees a copy this wide for a 4:3 frame (same short side for other shapes)
     full_detect_every: int = 6  # between these, detect on a square around the followed face (≈4× cheaper)
     detect_threshold: float = 0.6  # yuface confidence (0..1) below which a detection is ignored

@@ -1,7 +1,7 @@
 """Following the interviewee between detections.
 
 The detector runs on every k-th frame only. Between two detections of the same face, the 5 landmarks are
-interpolated linearly (error ≈4 % of the eye distance at k=5 on fast head motion, see docs/faces.md). When
+interpolated linearly (on our test motion k=8 is as accurate as per-frame detection, see docs/faces.md). When
 several faces appear, the interviewee is the largest one, with hysteresis: the face that continues the current
 track keeps it unless another face is clearly (``SWITCH_RATIO``×) larger. Two detections belong to the same
 track only if the face moved and changed size little between them — otherwise (a cut, another person) the
