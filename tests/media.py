@@ -44,6 +44,8 @@ _SPRITE_COLS = slice(140, 340)
 # codec name → (PyAV encoder, pixel format, encoder options). Options favour encoding speed: test time matters.
 CODECS: dict[str, tuple[str, str, dict[str, str]]] = {
     "h264": ("libx264", "yuv420p", {"preset": "ultrafast", "crf": "23"}),
+    # What phones write is closer to this: High profile, CABAC, B-frames (ultrafast has neither; decodes ≈2× faster)
+    "h264-high": ("libx264", "yuv420p", {"preset": "veryfast", "crf": "23"}),
     "hevc": ("libx265", "yuv420p", {"preset": "ultrafast", "crf": "23", "x265-params": "log-level=error"}),
     "vp8": ("libvpx", "yuv420p", {"deadline": "realtime", "cpu-used": "8", "b": "2M"}),
     "vp9": ("libvpx-vp9", "yuv420p", {"deadline": "realtime", "cpu-used": "8", "b": "2M", "row-mt": "1"}),
@@ -254,13 +256,22 @@ def encode_frames(
     container: str | None = None,
     rotate: int = 0,
     times: Sequence[float] | None = None,
+    gop: int | None = None,
+    open_gop: bool = False,
 ) -> Path:
     """Encode displayed RGB frames. ``rotate`` (0/90/180/270) stores the pixels turned and sets the display
     rotation metadata so that a player (and our pipeline) shows ``frames`` upright again, as phones do.
-    ``times`` gives presentation times (variable frame rate); default i / fps."""
+    ``times`` gives presentation times (variable frame rate); default i / fps. ``gop``: frames between keyframes
+    (phone recordings commonly have one every 1–2 s; x264's default is 250 frames); ``open_gop``: x264 open
+    GOPs (B-frames that follow a keyframe in decoding order but are shown before it)."""
     out_path = Path(out_path)
     fmt = CONTAINERS[container or (out_path.suffix.lstrip(".") if out_path.suffix[1:] in CONTAINERS else "mp4")]
     encoder, pix_fmt, options = CODECS[codec]
+    options = dict(options)
+    if gop:
+        options["g"] = str(gop)
+        if encoder == "libx264":
+            options["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0" + (":open-gop=1" if open_gop else "")
     if rotate % 90:
         raise ValueError("rotate must be a multiple of 90")
     tb = Fraction(1, 60000)  # fine enough for jittered times; MPEG-4 part 2 refuses denominators > 65535
@@ -271,7 +282,7 @@ def encode_frames(
             stored = np.ascontiguousarray(np.rot90(rgb, -(rotate // 90) % 4))
             if stream is None:
                 h, w = stored.shape[:2]
-                stream = out.add_stream(encoder, rate=Fraction(fps).limit_denominator(1001), options=dict(options))
+                stream = out.add_stream(encoder, rate=Fraction(fps).limit_denominator(1001), options=options)
                 stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
                 stream.codec_context.time_base = tb
                 if rotate:
@@ -304,6 +315,8 @@ def make_face_video(
     source: str = "astronaut",
     vfr: bool = False,
     face_height: float = 0.3,
+    gop: int | None = None,
+    open_gop: bool = False,
 ) -> Path:
     """Write a synthetic face video (see :class:`FaceScene`); ``size`` is the displayed (upright) size.
     The container defaults to the suffix of ``out_path``. Returns ``out_path``."""
@@ -321,7 +334,8 @@ def make_face_video(
     )
     times = [scene.time(i) for i in range(scene.n_frames)] if vfr else None
     return encode_frames(
-        out_path, scene.frames(), fps=fps, codec=codec, container=container, rotate=rotate, times=times
+        out_path, scene.frames(), fps=fps, codec=codec, container=container, rotate=rotate, times=times, gop=gop,
+        open_gop=open_gop,
     )
 
 
@@ -332,7 +346,7 @@ def make_noface_video(out_path: str | os.PathLike, *, seconds: float = 2.0, **kw
 
 def face_scene(**kwargs) -> FaceScene:
     """The scene that ``make_face_video(**kwargs)`` renders (for ground truth); ignores encoding arguments."""
-    for k in ("codec", "container", "rotate"):
+    for k in ("codec", "container", "rotate", "gop", "open_gop"):
         kwargs.pop(k, None)
     if "gaps" in kwargs:
         kwargs["gaps"] = tuple(tuple(g) for g in kwargs["gaps"])

@@ -52,6 +52,37 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
+def similarities(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """:func:`similarity` for a batch: ``src`` [b, n, 2] onto one ``dst`` [n, 2] → [b, 2, 3] (one SVD call for
+    a whole clip instead of one per frame)."""
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    n = src.shape[1]
+    mu_s, mu_d = src.mean(1), dst.mean(0)
+    s0, d0 = src - mu_s[:, None], dst - mu_d
+    var_s = (s0**2).sum((1, 2)) / n
+    cov = np.einsum("nj,bnk->bjk", d0, s0) / n
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.ones((len(src), 2))
+    d[np.linalg.det(u) * np.linalg.det(vt) < 0, 1] = -1.0  # no reflections, as in similarity()
+    rot = u @ (d[:, :, None] * vt)
+    scale = np.where(var_s > 0, (sig * d).sum(1) / np.where(var_s > 0, var_s, 1.0), 1.0)
+    m = np.empty((len(src), 2, 3))
+    m[:, :, :2] = scale[:, None, None] * rot
+    m[:, :, 2] = mu_d - np.einsum("bjk,bk->bj", m[:, :, :2], mu_s)
+    return m
+
+
+def alignment_matrices(
+    landmarks: np.ndarray, face_size: int, stored_to_display: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`alignment_matrix` for landmarks [b, 5, 2] → [b, 2, 3]."""
+    m = similarities(landmarks, template(face_size))
+    if stored_to_display is not None:
+        m = m @ stored_to_display
+    return m
+
+
 def alignment_matrix(landmarks: np.ndarray, face_size: int, stored_to_display: np.ndarray | None = None) -> np.ndarray:
     """2×3 map from stored-frame pixels to the aligned face, given displayed-frame landmarks [5, 2].
 
@@ -85,6 +116,32 @@ def warp(rgb: np.ndarray, matrix: np.ndarray, face_size: int) -> np.ndarray:
     return cv2.warpAffine(
         rgb, matrix, (face_size, face_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )
+
+
+def source_region(matrix: np.ndarray, face_size: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the part of a ``width``×``height`` frame that ``warp(frame, matrix, face_size)`` reads,
+    so that only it needs converting to RGB. ``warp(frame[y0:y1, x0:x1], shifted(matrix, x0, y0), …)`` gives the
+    same face: the region holds the output square mapped back plus the interpolation's and the area shrink's
+    margins, and its corner lies on the shrink factor's grid (same pixel blocks averaged) and is even (4:2:0
+    chroma can be cut there). Empty (x1 ≤ x0 or y1 ≤ y0) when the face lies wholly outside the frame."""
+    shrink = shrink_factor(matrix)
+    grid = 2 * shrink
+    inv = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0], [face_size, 0], [0, face_size], [face_size, face_size]], np.float64)
+    src = corners @ inv[:, :2].T + inv[:, 2]
+    lo = np.floor(src.min(0)).astype(int) - shrink - 1
+    hi = np.ceil(src.max(0)).astype(int) + shrink + 2
+    x0, y0 = (max(0, int(v) - int(v) % grid) for v in lo)
+    x1 = min(width, x0 + -(-(int(hi[0]) - x0) // 2) * 2)  # even width unless the frame's edge is odd
+    y1 = min(height, y0 + -(-(int(hi[1]) - y0) // 2) * 2)
+    return x0, y0, x1, y1
+
+
+def shifted(matrix: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """``matrix`` for a crop whose pixel (0, 0) is the frame's (x0, y0)."""
+    m = matrix.copy()
+    m[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
+    return m
 
 
 def _shrunk_region(rgb: np.ndarray, matrix: np.ndarray, face_size: int, shrink: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,11 @@ Two ways of walking the video, both on a single sequential decode (exact frame i
 - **sampled** (the service: ``max_clips=M``): the video is cut into M equal segments (fewer when the video is
   short) and in each the first window of ``clip_span`` frames whose detections all find the same face becomes a
   clip. Only frames inside a window are ever detected, and only frames of a completed clip are converted to
-  RGB and aligned; everything else is decoded and dropped unconverted.
+  RGB and aligned; everything else is dropped unconverted, and GOPs that hold no frame a window could use are
+  not decoded at all (:class:`~djldml.faces.decode.SkipPlan`).
+
+Alignment converts only the region of the frame that the face is warped from
+(:func:`~djldml.faces.align.source_region`).
 """
 
 from __future__ import annotations
@@ -25,9 +29,18 @@ import numpy as np
 from ..clips import ClipMeta, FaceClips, QualityReport
 from ..errors import NoFace, TooFewFaceClips
 from . import detect as detector
-from .align import alignment_matrix, warp
+from .align import alignment_matrices, shifted, source_region, warp
 from .config import FaceConfig
-from .decode import Deadline, DecodedFrame, FrameConverter, VideoInfo, decode_frames, probe, stored_to_display
+from .decode import (
+    Deadline,
+    DecodedFrame,
+    FrameConverter,
+    SkipPlan,
+    VideoInfo,
+    decode_frames,
+    probe,
+    stored_to_display,
+)
 from .track import choose_face, interpolate, same_face
 
 
@@ -45,6 +58,7 @@ class _Stats:
 
     detections: int = 0
     crop_detections: int = 0  # of which on a square around the followed face
+    skipped_gops: int = 0  # GOPs the sampled mode did not decode
     faces_seen: int = 0  # detections that found the interviewee
     aligned: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
@@ -71,8 +85,9 @@ class _Session:
         self.previous: detector.Face | None = None  # the interviewee at the last successful detection
         self._since_full = 0  # detections since the last one on the whole frame
 
-    def frames(self) -> Iterator[DecodedFrame]:
-        for df in decode_frames(self.path, self.config, self.deadline):
+    def frames(self, skip: SkipPlan | None = None) -> Iterator[DecodedFrame]:
+        """The video's frames; with ``skip``, GOPs before ``skip.next_needed`` are not decoded."""
+        for df in decode_frames(self.path, self.config, self.deadline, self.info.table, skip):
             self.frames_decoded += 1
             yield df
 
@@ -121,16 +136,23 @@ class _Session:
                 return face
         return choose_face(detector.detect_faces(bgr, sx, sy, self.config, self.info.height), self.previous)
 
-    def align(self, df: DecodedFrame, landmarks: np.ndarray) -> np.ndarray:
+    def align(self, frames: list[DecodedFrame], landmarks: np.ndarray) -> np.ndarray:
+        """Aligned faces uint8 [len(frames), S, S, 3] from displayed-frame landmarks [len(frames), 5, 2]."""
         t = time.perf_counter()
         size = self.config.face_size
-        s2d = self.s2d
-        if (df.frame.width, df.frame.height) != (self.info.stored_width, self.info.stored_height):
-            s2d = stored_to_display(self.info.rotation, df.frame.width, df.frame.height)  # size changed mid-stream
-        face = warp(self.converter.rgb(df.frame), alignment_matrix(landmarks, size, s2d), size)
-        self.stats.aligned += 1
+        faces = np.zeros((len(frames), size, size, 3), np.uint8)
+        matrices = alignment_matrices(landmarks, size, self.s2d)
+        for j, df in enumerate(frames):
+            fw, fh = df.frame.width, df.frame.height
+            m = matrices[j]
+            if (fw, fh) != (self.info.stored_width, self.info.stored_height):  # size changed mid-stream
+                m = alignment_matrices(landmarks[j : j + 1], size, stored_to_display(self.info.rotation, fw, fh))[0]
+            x0, y0, x1, y1 = source_region(m, size, fw, fh)
+            if x1 > x0 and y1 > y0:  # else the face lies outside the frame: black, as the warp's border
+                faces[j] = warp(self.converter.rgb_region(df.frame, x0, y0, x1, y1), shifted(m, x0, y0), size)
+        self.stats.aligned += len(frames)
         self.stats.seconds["align"] += time.perf_counter() - t
-        return face
+        return faces
 
     def report(self, clips_made: int, frames_with_face: int, mode: str) -> QualityReport:
         total = time.perf_counter() - self.started
@@ -153,6 +175,7 @@ class _Session:
                 "mode": mode,
                 "detections_run": self.stats.detections,
                 "detections_on_face_square": self.stats.crop_detections,
+                "gops_skipped": self.stats.skipped_gops,
                 "codec": info.codec,
                 "container": info.container,
             },
@@ -238,7 +261,7 @@ class AlignedFrames:
                 yield AlignedFrame(df.index, df.time, None)
             else:
                 with_face += 1
-                yield AlignedFrame(df.index, df.time, s.align(df, landmarks), landmarks)
+                yield AlignedFrame(df.index, df.time, s.align([df], landmarks[None])[0], landmarks)
         self.report = s.report(clips_made=0, frames_with_face=with_face, mode="dense")
 
 
@@ -333,31 +356,41 @@ def _sampled_clips(session: _Session) -> tuple[list[np.ndarray], list[ClipMeta],
     metas: list[ClipMeta] = []
     marks: list[np.ndarray] = []
     seg = 0
-    next_try = segments[0][0]  # first frame at which a window may start
+    plan = SkipPlan()  # plan.next_needed: the first frame at which a window may start
+    plan.next_needed = _first_try(session, segments[0], 0)
     window: int | None = None  # start index of the window being examined
+    previous = -1  # index of the last frame seen: a window must not have holes
     frames: list[DecodedFrame] = []  # the window's frames that the clip needs (unconverted)
     faces: list[tuple[int, detector.Face]] = []  # (offset, detection) in the window
 
-    def abandon(at: int, found: bool) -> None:
-        nonlocal window, next_try
-        session.stats.drop("no_face", at - window + (0 if found else 1))
-        # No face here: the next k-1 frames are unlikely to have one. A different face: start afresh next frame.
-        next_try = at + (1 if found else k)
+    def close_window(next_try: int) -> None:
+        nonlocal window
+        plan.next_needed = next_try
         window = None
         frames.clear()
         faces.clear()
 
-    decoded = session.frames()
+    def abandon(at: int, found: bool) -> None:
+        session.stats.drop("no_face", at - window + (0 if found else 1))
+        # No face here: the next k-1 frames are unlikely to have one. A different face: start afresh next frame.
+        close_window(at + (1 if found else k))
+
+    decoded = session.frames(skip=plan)
     for df in decoded:
         i = df.index
+        if window is not None and i != previous + 1:
+            # A frame missing inside the window (corrupt packet): its clip would not be T consecutive frames.
+            session.stats.drop("decode_gap", previous + 1 - window)
+            close_window(i)
+        previous = i
         if window is None:
-            while seg < len(segments) and next_try >= segments[seg][1]:
+            while seg < len(segments) and plan.next_needed >= segments[seg][1]:
                 seg += 1  # this segment has no usable window left; try the next one
                 if seg < len(segments):
-                    next_try = max(next_try, segments[seg][0])
+                    plan.next_needed = _first_try(session, segments[seg], plan.next_needed)
             if seg >= len(segments):
                 break  # every segment is done: the rest of the video needs no decoding
-            if i < next_try:
+            if i < plan.next_needed:
                 continue
             window = i
         offset = i - window
@@ -371,20 +404,32 @@ def _sampled_clips(session: _Session) -> tuple[list[np.ndarray], list[ClipMeta],
             faces.append((offset, face))
         if offset == span - 1:  # complete: interpolate, convert and align only these frames
             lm = np.stack([_landmarks_at(f.index - window, faces) for f in frames])
-            clips.append(np.stack([session.align(f, m) for f, m in zip(frames, lm, strict=True)]))
+            clips.append(session.align(frames, lm))
             marks.append(lm)
             metas.append(ClipMeta(first_frame=window, last_frame=i, start_time=frames[0].time))
             seg += 1
-            next_try = max(i + 1, segments[seg][0]) if seg < len(segments) else i + 1
-            window = None
-            frames.clear()
-            faces.clear()
+            close_window(_first_try(session, segments[seg], i + 1) if seg < len(segments) else i + 1)
     decoded.close()  # stopped early when every segment is done: release the decoder now
+    session.stats.skipped_gops = plan.gops_skipped
     session.stats.drop("stride", len(clips) * (span - c.clip_length))
-    no_face = session.stats.dropped.get("no_face", 0)
-    session.stats.drop("not_sampled", session.frames_decoded - len(clips) * span - no_face)
-    session.stats.drop("not_decoded", session.info.n_frames - session.frames_decoded)  # all clips found early
+    dropped = session.stats.dropped
+    session.stats.drop(
+        "not_sampled",
+        session.frames_decoded - len(clips) * span - dropped.get("no_face", 0) - dropped.get("decode_gap", 0),
+    )
+    # Never decoded: in GOPs skipped because no window needed them, or after every clip was found.
+    session.stats.drop("not_decoded", session.info.n_frames - session.frames_decoded)
     return clips, metas, marks
+
+
+def _first_try(session: _Session, segment: tuple[int, int], earliest: int) -> int:
+    """Where to try the first window of ``segment`` ([first, last) allowed starts), not before ``earliest``: at
+    the segment's first keyframe when one leaves room for a window, since a window that starts on a keyframe
+    needs no frame before it decoded (with a keyframe every second, half the decoding); else at its start."""
+    start = max(earliest, segment[0])
+    table = session.info.table
+    key = table.next_keyframe(start) if table is not None else None
+    return key if key is not None and key < segment[1] else start
 
 
 def _landmarks_at(offset: int, faces: list[tuple[int, detector.Face]]) -> np.ndarray:
