@@ -39,6 +39,8 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)  # the training config (loss weights, σ, epochs, ...)
     metrics: dict[str, Any] = field(default_factory=dict)  # e.g. {"test": {"mae": 7.1, "rmse": 9.0}}
     data: dict[str, Any] = field(default_factory=dict)  # description of the data: source, sizes, splits
+    # how the training faces were made (djldml.faces.provenance): the service checks its own against it
+    preprocessing: dict[str, Any] = field(default_factory=dict)
     model_sha256: str = ""  # of the model file inside the archive (the archive's own hash: see module doc)
     format: str = CARD_FORMAT
 

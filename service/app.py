@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         backend = wiring.build_backend_or_unavailable(settings)
         runner = wiring.build_runner(settings, store, backend, storage)
         app.state.gateway = Gateway(settings, store, storage, backend, runner, metrics)
+        app.state.gateway.warn_about_preprocessing()
         log.info("gateway ready: %s mode, backend %s", "embedded" if settings.embedded else "stack",
                  type(backend).__name__)
         try:

@@ -17,11 +17,12 @@ from fastapi import Request
 
 from djldml.errors import DJLDMLError
 from djldml.faces import probe
+from djldml.faces.provenance import differences, preprocessing
 
 from .api import schemas
 from .api.problems import PROBLEMS, Problem
 from .api.upload import receive_video
-from .backends.base import BackendUnavailable, InferenceBackend
+from .backends.base import BackendUnavailable, InferenceBackend, ModelInfo
 from .jobs import Job, JobStore, StoreUnavailable, new_job_id
 from .metrics import Metrics
 from .processing import face_config
@@ -128,7 +129,24 @@ class Gateway:
             info = self.backend.model_info()
         except BackendUnavailable as exc:
             raise Problem("backend_unavailable", str(exc)) from None
-        return schemas.Models(models=[schemas.Model(**{k: getattr(info, k) for k in schemas.Model.model_fields})])
+        fields = {k: getattr(info, k) for k in schemas.Model.model_fields if k != "preprocessing"}
+        return schemas.Models(models=[schemas.Model(**fields, preprocessing=self.preprocessing_check(info))])
+
+    def preprocessing_check(self, info: ModelInfo) -> schemas.PreprocessingCheck:
+        """Whether this service makes face clips as the model's training did (djldml.faces.provenance)."""
+        recorded = info.extra.get("preprocessing") or {}
+        found = differences(recorded, preprocessing(face_config(self.settings)))
+        return schemas.PreprocessingCheck(matches=(not found) if recorded else None, differences=found,
+                                          recorded=recorded)
+
+    def warn_about_preprocessing(self) -> None:
+        """At start-up: log what differs between the model's training preprocessing and this service's."""
+        try:
+            check = self.preprocessing_check(self.backend.model_info())
+        except BackendUnavailable:
+            return  # /readyz says so; checked again on every GET /models
+        for line in check.differences:
+            log.warning("model preprocessing: %s", line)
 
     def render_metrics(self) -> bytes:
         with contextlib.suppress(StoreUnavailable):

@@ -42,7 +42,8 @@ class ModelArchive:
     def model_info(self) -> ModelInfo:
         c = self.card
         extra = {"created": c.created, "net_config": c.net_config, "training": c.training, "metrics": c.metrics,
-                 "data": c.data, "model_sha256": c.model_sha256, "archive": self.path.name}
+                 "data": c.data, "model_sha256": c.model_sha256, "archive": self.path.name,
+                 "preprocessing": c.preprocessing}
         return ModelInfo(name=c.name, version=c.version, sha256=self.sha256, synthetic_demo=c.synthetic_demo,
                          description=c.description, extra=extra)
 

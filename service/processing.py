@@ -36,7 +36,7 @@ class JobCancelled(Exception):
 def face_config(settings: Settings) -> FaceConfig:
     """The face-clip pipeline's settings that the service controls; the rest are the pipeline's defaults."""
     return FaceConfig(max_clips=settings.max_clips, max_duration_s=settings.max_duration_s,
-                      min_duration_s=settings.min_duration_s)
+                      min_duration_s=settings.min_duration_s, temporal_stride=settings.clip_stride)
 
 
 def run_job(job_id: str, upload: str | Path, *, store: JobStore, backend: InferenceBackend, storage: UploadStorage,

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     max_duration_s: float = Field(1800.0, gt=0, description="longest accepted video, seconds")
     min_duration_s: float = Field(0.5, ge=0, description="shortest accepted video, seconds")
     max_clips: int = Field(32, gt=0, description="face clips sampled from one video (spread over its length)")
+    clip_stride: int = Field(
+        1, gt=0, description="frames between a clip's frames: must match the model's training clip_stride"
+    )
     max_concurrent_jobs_per_key: int = Field(4, gt=0, description="unfinished jobs one API key may have")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated API keys; empty = open API (a warning at start-up)"

@@ -29,6 +29,8 @@ from djldml.errors import ModelError
 from djldml.model_card import CARD_FILENAME, ModelCard, file_sha256
 from djldml.model_file import FORMAT, MODEL_FILENAME, load_model
 
+from .store import INFO as STORE_INFO
+
 REPO = Path(__file__).resolve().parent.parent
 HANDLER = REPO / "service" / "torchserve_handler.py"
 CORE = REPO / "djldml"
@@ -119,6 +121,24 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return blob, facts
 
 
+def training_preprocessing(training: dict[str, Any]) -> dict[str, Any]:
+    """How the faces a model trained on were made: the prepared dataset's record (``dataset.json``, written by
+    ``trainer prepare``), with the clip geometry the training actually used (clips of ``clip_length`` frames,
+    every ``clip_stride``-th: the store itself holds every frame). Empty when the dataset is not at hand."""
+    info_path = Path(str(training.get("data", ""))) / STORE_INFO
+    try:
+        record = json.loads(info_path.read_text()).get("preprocessing") or {}
+    except (OSError, ValueError):
+        return {}
+    if record:
+        face_config = dict(record.get("face_config") or {})
+        for key, train_key in (("clip_length", "clip_length"), ("temporal_stride", "clip_stride")):
+            if train_key in training:
+                face_config[key] = training[train_key]
+        record = {**record, "face_config": face_config}
+    return record
+
+
 def _archiver() -> list[str]:
     exe = Path(sys.executable).parent / "torch-model-archiver"
     if exe.exists():
@@ -146,6 +166,8 @@ def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name:
         fields["training"] = facts["config"]
     if not fields.get("metrics") and facts.get("dev"):
         fields["metrics"] = {"dev": facts["dev"], "best_epoch": facts.get("epoch")}
+    if not fields.get("preprocessing"):
+        fields["preprocessing"] = training_preprocessing(fields.get("training") or {})
     fields.update(name=name, version=str(version), net_config=model["net_config"])
     fields.setdefault("synthetic_demo", False)
     fields.pop("created", None)  # stamped now

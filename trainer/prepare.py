@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from djldml.errors import DJLDMLError
 from djldml.faces import FaceConfig, iter_aligned_frames
+from djldml.faces.provenance import preprocessing
 
 from .manifest import SOURCES, SourceVideo, discover, warn_shared_subjects
 from .store import (
@@ -198,6 +199,7 @@ def _write_outputs(result: PrepareResult, by_id: dict[str, SourceVideo], kind: s
         "description": ("SYNTHETIC data (trainer synth): not patient data; models trained on it are demos only."
                         if synthetic else "prepared from a real dataset"),
         "face_config": config.to_dict(),
+        "preprocessing": preprocessing(config),  # copied into the model card by `trainer export`
         "codec": codec,
         "videos_in_source": len(by_id),
         "videos_usable": len(records),

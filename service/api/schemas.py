@@ -45,6 +45,13 @@ class Quality(BaseModel):
     dropped: dict[str, int] = Field(default_factory=dict, description="reason → frames dropped for it")
 
 
+class PreprocessingCheck(BaseModel):
+    matches: bool | None = Field(description="true: this service makes face clips as the model's training did; "
+                                             "false: see differences; null: the model records nothing to compare")
+    differences: list[str] = Field(description="what differs (settings, library versions), empty when it matches")
+    recorded: dict[str, Any] = Field(description="the model card's record: face settings and library versions")
+
+
 class Model(BaseModel):
     name: str = Field(description="model name (the archive is <name>.mar)")
     version: str = Field(description="model version from its card")
@@ -52,6 +59,8 @@ class Model(BaseModel):
     synthetic_demo: bool = Field(description="true: trained on synthetic videos only; the scores mean nothing "
                                               "clinically")
     description: str = Field("", description="what the model is and how it was trained")
+    preprocessing: PreprocessingCheck | None = Field(
+        None, description="whether face clips are made here as they were for the model's training")
 
 
 class PredictionResult(BaseModel):

@@ -9,6 +9,7 @@ from starlette.testclient import TestClient
 
 from service import app as app_module
 from service import processing, wiring
+from service.backends.base import ModelInfo
 from service.settings import Settings
 from tests.media import carphone_path
 from tests.service.fakes import FakeBackend, fake_clips
@@ -200,3 +201,31 @@ def test_queue_down_at_enqueue_is_503_and_leaves_nothing(make_client, monkeypatc
     assert_problem(r, 503, "queue_unavailable")
     assert r.headers["retry-after"]
     assert list((tmp_path / "up").iterdir()) == []
+
+
+def test_models_says_whether_faces_are_made_as_in_training(make_client, caplog):
+    from djldml.faces.provenance import preprocessing
+
+    class RecordingBackend(FakeBackend):
+        def __init__(self, record):
+            super().__init__()
+            self.record = record
+
+        def model_info(self) -> ModelInfo:
+            info = super().model_info()
+            info.extra["preprocessing"] = self.record
+            return info
+
+    trained = preprocessing(processing.face_config(Settings(clip_stride=2)))
+    same = make_client(RecordingBackend(trained), clip_stride=2).get("/models").json()["models"][0]
+    assert same["preprocessing"]["matches"] is True and same["preprocessing"]["differences"] == []
+    assert same["preprocessing"]["recorded"]["face_config"]["temporal_stride"] == 2
+
+    with caplog.at_level("WARNING", logger="service.gateway"):
+        other = make_client(RecordingBackend(trained)).get("/models").json()["models"][0]
+    assert other["preprocessing"]["matches"] is False
+    assert other["preprocessing"]["differences"] == ["face_config.temporal_stride: trained 2, serving 1"]
+    assert "temporal_stride: trained 2, serving 1" in caplog.text  # said once at start-up
+
+    unknown = make_client(FakeBackend()).get("/models").json()["models"][0]
+    assert unknown["preprocessing"]["matches"] is None and len(unknown["preprocessing"]["differences"]) == 1

@@ -109,3 +109,19 @@ def test_model_card_round_trip_and_validation():
                 '{"format": "other", "name": "n", "version": "1", "synthetic_demo": true}', "[]", "not json"):
         with pytest.raises(ModelError):
             ModelCard.from_json(bad)
+
+
+def test_export_records_how_the_training_faces_were_made(tmp_path):
+    from djldml.faces import FaceConfig
+    from djldml.faces.provenance import preprocessing
+
+    data = tmp_path / "prepared"
+    data.mkdir()
+    record = preprocessing(FaceConfig(max_clips=None))
+    (data / "dataset.json").write_text(json.dumps({"preprocessing": record}))
+    # The store holds every frame; the clips the model saw were clip_length frames, every clip_stride-th.
+    got = export.training_preprocessing({"data": str(data), "clip_length": 8, "clip_stride": 2})
+    assert got["face_config"]["clip_length"] == 8 and got["face_config"]["temporal_stride"] == 2
+    assert got["libraries"] == record["libraries"] and got["face_config"]["face_size"] == 112
+    assert export.training_preprocessing({"data": str(tmp_path / "gone")}) == {}
+    assert export.training_preprocessing({}) == {}

@@ -13,6 +13,8 @@ import zipfile
 
 import pytest
 
+from djldml.faces import FaceConfig
+from djldml.faces.provenance import differences, preprocessing
 from trainer.demo import run_demo
 from trainer.store import PreparedDataset
 from trainer.synth import SynthConfig
@@ -40,3 +42,6 @@ def test_synth_prepare_train_evaluate_export(tmp_path):
     assert card["synthetic_demo"] is True and "SYNTHETIC" in card["description"]
     assert card["data"]["synthetic"] is True and card["net_config"]["width"] == 0.0625
     assert card["metrics"]["test_synthetic"]["model"]["mae"] == pytest.approx(model_mae)
+    # The card records how the training faces were made, and the service's default settings make them the same way.
+    assert differences(card["preprocessing"], preprocessing(FaceConfig())) == []
+    assert card["preprocessing"]["face_config"]["clip_length"] == 16
