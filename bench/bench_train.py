@@ -2,13 +2,15 @@
 
     python -m bench.bench_train                   # all presets on CPU (c3d: a few minutes on 2 cores)
     python -m bench.bench_train --presets c3d-tiny c3d-small --batch 4 --steps 3
-    python -m bench.bench_train --device cuda --amp --batch 16
+    python -m bench.bench_train --device cuda --amp --batch 16 --cpu-baseline   # GPU, plus c3d-small on the CPU
 
 A training step is what trainer/train.py does per batch: uint8 clips → to_tensor → forward (autocast with
 ``--amp`` on CUDA) → the djldml objective (LDL + label-aware histogram loss) → backward → AdamW step. Each
 preset is also timed forward-only (inference mode, the serving path). Two ratios are printed, because absolute
 clips/s on a shared machine mean little: train ÷ forward of the same preset (the cost of learning), and train ÷
-the train throughput of the reference preset (default c3d-small) measured in this same run.
+the train throughput of the reference preset (default c3d-small) measured in this same run. With
+``--cpu-baseline`` on a GPU, the reference preset is also trained on the CPU (float32, same batch) in the same run
+and a third ratio, train ÷ that CPU baseline, says how many CPUs' worth of training the GPU does per preset.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--cpu-baseline", action="store_true",
+                        help="also train the reference preset on the CPU and print each preset's ratio to it")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,15 +92,25 @@ def main(argv: list[str] | None = None) -> None:
     for preset in presets:
         results[preset] = measure(preset, args.batch, args.steps, args.warmup, device, args.amp)
         print(f"measured {preset}", flush=True)
+    cpu_ref = None
+    if args.cpu_baseline and device.type != "cpu":
+        cpu_ref = measure(args.reference, args.batch, args.steps, args.warmup, torch.device("cpu"), False)["train"]
+        print(f"measured {args.reference} on cpu", flush=True)
     ref = results[args.reference]["train"]
-    print(f"\ntraining throughput, batch {args.batch}, {device}{' + AMP' if args.amp else ''}, "
-          f"{torch.get_num_threads()} CPU threads; baseline = {args.reference} training ({ref:.2f} clips/s)")
+    where = f"{device}{' + AMP' if args.amp else ''}"
+    if device.type == "cuda":
+        where += f" ({torch.cuda.get_device_name(device)}, torch {torch.__version__})"
+    print(f"\ntraining throughput, batch {args.batch}, {where}, {torch.get_num_threads()} CPU threads; "
+          f"baseline = {args.reference} training ({ref:.2f} clips/s)")
+    if cpu_ref is not None:
+        print(f"CPU baseline = {args.reference} training on the CPU, float32 ({cpu_ref:.2f} clips/s)")
     print(f"{'preset':10} {'params (M)':>10} {'train clips/s':>14} {'fwd clips/s':>12} {'train/fwd':>10} "
-          f"{'train/baseline':>15}")
+          f"{'train/baseline':>15}" + (f" {'train/CPU':>10}" if cpu_ref else ""))
     for preset in presets:
         r = results[preset]
         print(f"{preset:10} {r['params_m']:10.2f} {r['train']:14.2f} {r['forward']:12.2f} "
-              f"{r['train'] / r['forward']:10.3f} {r['train'] / ref:15.3f}")
+              f"{r['train'] / r['forward']:10.3f} {r['train'] / ref:15.3f}"
+              + (f" {r['train'] / cpu_ref:10.1f}" if cpu_ref else ""))
 
 
 if __name__ == "__main__":
