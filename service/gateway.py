@@ -17,7 +17,6 @@ from fastapi import Request
 
 from djldml.errors import DJLDMLError
 from djldml.faces import probe
-from djldml.faces.provenance import differences, preprocessing
 
 from .api import schemas
 from .api.problems import PROBLEMS, Problem
@@ -25,7 +24,7 @@ from .api.upload import receive_video
 from .backends.base import BackendUnavailable, InferenceBackend, ModelInfo
 from .jobs import Job, JobStore, StoreUnavailable, new_job_id
 from .metrics import Metrics
-from .processing import face_config
+from .processing import face_config, preprocessing_check
 from .settings import Settings
 from .storage import LocalUploadStorage
 
@@ -134,10 +133,7 @@ class Gateway:
 
     def preprocessing_check(self, info: ModelInfo) -> schemas.PreprocessingCheck:
         """Whether this service makes face clips as the model's training did (djldml.faces.provenance)."""
-        recorded = info.extra.get("preprocessing") or {}
-        found = differences(recorded, preprocessing(face_config(self.settings)))
-        return schemas.PreprocessingCheck(matches=(not found) if recorded else None, differences=found,
-                                          recorded=recorded)
+        return schemas.PreprocessingCheck(**preprocessing_check(info.extra, self.settings))
 
     def warn_about_preprocessing(self) -> None:
         """At start-up: log what differs between the model's training preprocessing and this service's."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from djldml.errors import DJLDMLError
 from djldml.faces import FaceConfig, extract_face_clips
+from djldml.faces.provenance import differences, preprocessing
 from djldml.prediction import predict_video
 
 from .backends.base import BackendUnavailable, InferenceBackend
@@ -37,6 +38,14 @@ def face_config(settings: Settings) -> FaceConfig:
     """The face-clip pipeline's settings that the service controls; the rest are the pipeline's defaults."""
     return FaceConfig(max_clips=settings.max_clips, max_duration_s=settings.max_duration_s,
                       min_duration_s=settings.min_duration_s, temporal_stride=settings.clip_stride)
+
+
+def preprocessing_check(model_extra: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Whether this service makes face clips as the model's training did (djldml.faces.provenance): ``matches``
+    (None when the model records nothing), ``differences``, and the model's ``recorded`` record."""
+    recorded = model_extra.get("preprocessing") or {}
+    found = differences(recorded, preprocessing(face_config(settings)))
+    return {"matches": (not found) if recorded else None, "differences": found, "recorded": recorded}
 
 
 def run_job(job_id: str, upload: str | Path, *, store: JobStore, backend: InferenceBackend, storage: UploadStorage,
@@ -86,7 +95,10 @@ def _run(job_id: str, upload: Path, store: JobStore, backend: InferenceBackend, 
         prediction = predict_video(np.concatenate(dists), clips.start_times)
         timings["aggregate"] = time.perf_counter() - t
         timings["total"] = time.time() - job.created_at
-        result = build_result(job_id, prediction.to_dict(), clips.quality, backend.model_info().to_dict(), timings)
+        info = backend.model_info()
+        check = preprocessing_check(info.extra, settings)
+        result = build_result(job_id, prediction.to_dict(), clips.quality, info.to_dict(), timings,
+                              {k: check[k] for k in ("matches", "differences")})
         stored = store.update(job_id, status=DONE, progress=1.0, result=result)
         _record(store, DONE, None, timings)
         return stored.status if stored else "gone"
@@ -138,8 +150,10 @@ def _infer_with_retries(backend: InferenceBackend, clips: np.ndarray, settings: 
 
 
 def build_result(job_id: str, prediction: dict[str, Any], quality, model: dict[str, Any],
-                 timings: dict[str, float]) -> dict[str, Any]:
-    """The response document (schemas.PredictionResult) from the prediction, quality report and model info."""
+                 timings: dict[str, float], preprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The response document (schemas.PredictionResult) from the prediction, quality report and model info;
+    ``preprocessing``: {matches, differences} of :func:`preprocessing_check`, shown with the model."""
+    model = {**model, "preprocessing": preprocessing} if preprocessing is not None else model
     q = quality.to_dict() if hasattr(quality, "to_dict") else dict(quality)
     return {
         "job_id": job_id,
@@ -150,6 +164,7 @@ def build_result(job_id: str, prediction: dict[str, Any], quality, model: dict[s
             "frames_decoded": int(q.get("frames_decoded", 0)), "frames_with_face": int(q.get("frames_with_face", 0)),
             "clips_used": int(q.get("clips_made", 0)), "dropped": {k: int(v) for k, v in q.get("dropped", {}).items()},
         },
-        "model": {k: model[k] for k in ("name", "version", "sha256", "synthetic_demo", "description") if k in model},
+        "model": {k: model[k] for k in ("name", "version", "sha256", "synthetic_demo", "description", "preprocessing")
+                  if k in model},
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }

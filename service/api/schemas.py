@@ -49,7 +49,8 @@ class PreprocessingCheck(BaseModel):
     matches: bool | None = Field(description="true: this service makes face clips as the model's training did; "
                                              "false: see differences; null: the model records nothing to compare")
     differences: list[str] = Field(description="what differs (settings, library versions), empty when it matches")
-    recorded: dict[str, Any] = Field(description="the model card's record: face settings and library versions")
+    recorded: dict[str, Any] | None = Field(
+        None, description="the model card's record: face settings and library versions (GET /models only)")
 
 
 class Model(BaseModel):

@@ -227,5 +227,12 @@ def test_models_says_whether_faces_are_made_as_in_training(make_client, caplog):
     assert other["preprocessing"]["differences"] == ["face_config.temporal_stride: trained 2, serving 1"]
     assert "temporal_stride: trained 2, serving 1" in caplog.text  # said once at start-up
 
+    # Each result says so too, beside the model it came from (without the whole record).
+    c = make_client(RecordingBackend(trained))
+    r = c.post("/predict", files={"video": ("v.mp4", video_bytes(), "video/mp4")})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"]["preprocessing"] == {"matches": False, "recorded": None,
+                                                  "differences": ["face_config.temporal_stride: trained 2, serving 1"]}
+
     unknown = make_client(FakeBackend()).get("/models").json()["models"][0]
     assert unknown["preprocessing"]["matches"] is None and len(unknown["preprocessing"]["differences"]) == 1
