@@ -115,6 +115,7 @@ class FaceScene:
     roll_deg: float = 6.0  # max in-plane head roll when moving
     source: str = "astronaut"  # or "carphone"
     vfr: bool = False  # variable frame rate: jittered presentation times
+    intruder: tuple[float, float] | None = None  # [t0, t1): a larger face (1.8×) passes at the left meanwhile
 
     @property
     def n_frames(self) -> int:
@@ -160,6 +161,18 @@ class FaceScene:
         m[:, 2] = (w - 0.08 * w - (fx + fw) * scale, 0.06 * h - fy * scale)
         return m
 
+    def _intruder_transform(self) -> np.ndarray:
+        """The intruder: still, 1.8× the main face's size, centred at a sixth of the width."""
+        w, h = self.size
+        scale = 1.8 * self.face_height * h / ASTRONAUT_FACE_BOX[3]
+        fx, fy, fw, fh = ASTRONAUT_FACE_BOX
+        m = np.array([[scale, 0, 0], [0, scale, 0]], dtype=np.float64)
+        m[:, 2] = (w / 6 - (fx + fw / 2) * scale, h / 2 - (fy + fh / 2) * scale)
+        return m
+
+    def intruder_present(self, i: int) -> bool:
+        return self.intruder is not None and self.intruder[0] <= self.time(i) < self.intruder[1]
+
     def truth(self, i: int) -> FaceTruth | None:
         """The main face in display frame i, or None when the frame has no face (or no exact truth: carphone)."""
         if not self.has_face(i) or self.source != "astronaut":
@@ -187,6 +200,8 @@ class FaceScene:
         if self.second_face:
             _paste(img, sprite, offset, self._second_transform())
         _paste(img, sprite, offset, self._main_transform(i))
+        if self.intruder_present(i):
+            _paste(img, sprite, offset, self._intruder_transform())
         return img
 
     def frames(self) -> Iterator[np.ndarray]:
@@ -317,6 +332,7 @@ def make_face_video(
     face_height: float = 0.3,
     gop: int | None = None,
     open_gop: bool = False,
+    intruder: tuple[float, float] | None = None,
 ) -> Path:
     """Write a synthetic face video (see :class:`FaceScene`); ``size`` is the displayed (upright) size.
     The container defaults to the suffix of ``out_path``. Returns ``out_path``."""
@@ -331,6 +347,7 @@ def make_face_video(
         source=source,
         vfr=vfr,
         face_height=face_height,
+        intruder=intruder,
     )
     times = [scene.time(i) for i in range(scene.n_frames)] if vfr else None
     return encode_frames(

@@ -8,7 +8,9 @@ Two ways of walking the video, both on a single sequential decode (exact frame i
   disappears or jumps between two detections, the frames in between are detected one by one instead.
 - **sampled** (the service: ``max_clips=M``): the video is cut into M equal segments (fewer when the video is
   short) and in each the first window of ``clip_span`` frames whose detections all find the same face becomes a
-  clip. Only frames inside a window are ever detected, and only frames of a completed clip are converted to
+  clip; clips of a face other than the most persistent one are then dropped
+  (:func:`~djldml.faces.track.persistent_clips`). Only frames inside a window are ever detected, and only frames
+  of a completed clip are converted to
   RGB and aligned; everything else is dropped unconverted, and GOPs that hold no frame a window could use are
   not decoded at all (:class:`~djldml.faces.decode.SkipPlan`).
 
@@ -41,7 +43,7 @@ from .decode import (
     probe,
     stored_to_display,
 )
-from .track import choose_face, interpolate, same_face
+from .track import choose_face, interpolate, persistent_clips, same_face
 
 
 @dataclass
@@ -411,12 +413,14 @@ def _sampled_clips(session: _Session) -> tuple[list[np.ndarray], list[ClipMeta],
             close_window(_first_try(session, segments[seg], i + 1) if seg < len(segments) else i + 1)
     decoded.close()  # stopped early when every segment is done: release the decoder now
     session.stats.skipped_gops = plan.gops_skipped
+    if len(clips) > 1:  # the interviewee is the most persistent face: drop clips of a face seen only for a while
+        keep = persistent_clips(np.stack(marks))
+        session.stats.drop("other_face", int((~keep).sum()) * span)
+        clips, metas, marks = ([x for x, k in zip(xs, keep, strict=True) if k] for xs in (clips, metas, marks))
     session.stats.drop("stride", len(clips) * (span - c.clip_length))
     dropped = session.stats.dropped
-    session.stats.drop(
-        "not_sampled",
-        session.frames_decoded - len(clips) * span - dropped.get("no_face", 0) - dropped.get("decode_gap", 0),
-    )
+    examined = sum(dropped.get(r, 0) for r in ("no_face", "decode_gap", "other_face"))  # frames of windows
+    session.stats.drop("not_sampled", session.frames_decoded - len(clips) * span - examined)
     # Never decoded: in GOPs skipped because no window needed them, or after every clip was found.
     session.stats.drop("not_decoded", session.info.n_frames - session.frames_decoded)
     return clips, metas, marks

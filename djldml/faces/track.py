@@ -41,6 +41,46 @@ def choose_face(faces: list[Face], previous: Face | None) -> Face | None:
     return largest
 
 
+GROUP_SHIFT = 1.5  # sampled clips of one person: centres within this many face sizes of the previous clip's …
+GROUP_SCALE = 1.5  # … and sizes within this factor (a passer-by close to the camera is larger and elsewhere)
+
+
+def persistent_clips(landmarks: np.ndarray) -> np.ndarray:
+    """Which sampled clips show the most persistent face: bool [N] for clips' landmarks [N, T, 5, 2] (in time
+    order).
+
+    Each window picks the largest face it sees, so a larger face that is there only for a while (someone
+    walking past close to the camera, a second person joining) can take some windows. Clips are linked into
+    groups of one person — a clip joins the group whose latest clip is near it in place and size — and only
+    the group with the most clips (ties: the larger face) is kept. With one person on screen every clip is kept.
+    """
+    n = len(landmarks)
+    keep = np.ones(n, dtype=bool)
+    if n < 2:
+        return keep
+    centres = landmarks.mean(axis=(1, 2))  # [N, 2]
+    # Face size from the 5 points' mean distance to their centroid, which is ≈ 1/5 of the face's extent (on the
+    # ArcFace template: 20.8 px in a 112 px face crop); robust to head turns, unlike the eye distance alone.
+    spread = np.linalg.norm(landmarks - landmarks.mean(axis=2, keepdims=True), axis=3).mean(axis=(1, 2))
+    sizes = np.maximum(5.0 * spread, 1e-6)
+    groups: list[list[int]] = []
+    for i in range(n):
+        for g in groups:
+            j = g[-1]
+            near = np.linalg.norm(centres[i] - centres[j]) <= GROUP_SHIFT * 0.5 * (sizes[i] + sizes[j])
+            if near and max(sizes[i], sizes[j]) / min(sizes[i], sizes[j]) <= GROUP_SCALE:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    if len(groups) == 1:
+        return keep
+    best = max(groups, key=lambda g: (len(g), float(np.mean(sizes[g]))))
+    keep[:] = False
+    keep[best] = True
+    return keep
+
+
 def interpolate(a: Face, b: Face, fraction: float) -> np.ndarray:
     """Landmarks [5, 2] at ``fraction`` (0 → a, 1 → b) of the way between two detections of one face."""
     return (1.0 - fraction) * a.landmarks + fraction * b.landmarks

@@ -135,3 +135,24 @@ def test_frame_converter_orientation_and_scale():
         red = np.argwhere(small[:, :, 2] > 128).mean(0) * 2
         assert np.allclose(red, np.argwhere(expected[:, :, 0] > 128).mean(0), atol=2)
     np.testing.assert_array_equal(FrameConverter(0, 320).rgb(frame), rgb)
+
+
+def test_persistent_clips_keep_the_face_seen_most():
+    from djldml.faces.track import persistent_clips
+
+    def clip(cx, cy, scale, jitter=0.0, seed=0):
+        rng = np.random.default_rng(seed)
+        pts = (ALIGN_TEMPLATE - ALIGN_TEMPLATE.mean(0)) * scale + [cx, cy]
+        return np.stack([pts + rng.normal(0, jitter, pts.shape) for _ in range(16)])
+
+    # The interviewee drifts slowly across 8 clips; a larger face somewhere else takes clips 3 and 4.
+    marks = [clip(300 + 10 * i, 240, 1.2, 1.0, i) for i in range(8)]
+    marks[3], marks[4] = clip(100, 240, 2.2), clip(104, 236, 2.25)
+    keep = persistent_clips(np.stack(marks))
+    assert keep.tolist() == [True, True, True, False, False, True, True, True]
+    # One person leaning in (larger, moved) stays one person; a single clip is always kept.
+    leaning = np.stack([clip(300, 240, 1.2), clip(330, 250, 1.7), clip(320, 245, 1.4)])
+    assert persistent_clips(leaning).all() and persistent_clips(leaning[:1]).all()
+    # A tie between two faces: the larger one is kept.
+    tie = np.stack([clip(300, 240, 1.0), clip(100, 240, 1.6), clip(302, 240, 1.0), clip(100, 242, 1.6)])
+    assert persistent_clips(tie).tolist() == [False, True, False, True]

@@ -120,6 +120,19 @@ def test_the_interviewee_is_the_larger_face():
     _check_dense(path, scene)  # the eyes checked are the main face's
 
 
+def test_a_larger_face_seen_only_for_a_while_is_not_the_interviewee():
+    # 12 one-second segments; from 4 s to 7 s a face 1.8× larger sits at the left. The windows in those segments
+    # pick it (it is the largest), and the persistence vote drops their clips: every kept clip is the interviewee.
+    kwargs = dict(seconds=12.0, size=(640, 480), moving=False, intruder=(4.0, 7.0))
+    path, scene = face_video(**kwargs), face_scene(**kwargs)
+    config = FaceConfig(max_clips=12)
+    result = _check_sampled(path, scene, config)  # landmarks of every clip against the interviewee's truth
+    taken = [m for m in result.meta if any(scene.intruder_present(i) for i in range(m.first_frame, m.last_frame + 1))]
+    assert len(result) >= 8 and result.quality.dropped.get("other_face", 0) >= 16
+    assert len(result) + result.quality.dropped["other_face"] // 16 <= 12
+    assert taken == [] or all(scene.truth(m.first_frame) is not None for m in taken)
+
+
 def test_face_less_gaps_are_skipped():
     kwargs = dict(seconds=3.0, size=(320, 240), gaps=[(1.0, 1.8)])
     path, scene = face_video(**kwargs), face_scene(**kwargs)
