@@ -39,3 +39,17 @@ def test_demo_model_predicts_on_a_real_face_video(backend):
     assert pred.distribution.sum() == pytest.approx(1.0)
     assert 0.0 <= pred.score <= labels.MAX_SCORE
     assert pred.score == pytest.approx(float((pred.distribution * np.arange(labels.NUM_BINS)).sum()))
+
+
+def test_demo_model_faces_are_made_as_the_service_makes_them(backend):
+    """The card's record of how the demo's training faces were made agrees with constraints.txt (what `make`
+    and the images install) and with this process — so `make serve` reports `preprocessing.matches: true`."""
+    from djldml.faces.provenance import LIBRARIES, differences, preprocessing
+
+    recorded = backend.model_info().extra["preprocessing"]
+    pins = dict(line.split("==") for line in (DEMO_MAR.parents[1] / "constraints.txt").read_text().split()
+                if "==" in line)
+    for name, dist in LIBRARIES.items():
+        model_version = recorded["libraries"][name]
+        assert model_version == pins[dist], f"{dist}: the model was made with {model_version}, {pins[dist]} is pinned"
+    assert differences(recorded, preprocessing(FaceConfig())) == []
