@@ -152,23 +152,24 @@ class FaceScene:
         m[:, 2] += (cx - centre[0], cy - centre[1])
         return m
 
+    def _still_transform(self, relative_size: float, anchor: tuple[float, float], face_point) -> np.ndarray:
+        """A still face ``relative_size`` × the main face's size, with ``face_point`` of the portrait at ``anchor``."""
+        scale = relative_size * self.face_height * self.size[1] / ASTRONAUT_FACE_BOX[3]
+        m = np.array([[scale, 0, 0], [0, scale, 0]], dtype=np.float64)
+        m[:, 2] = (anchor[0] - face_point[0] * scale, anchor[1] - face_point[1] * scale)
+        return m
+
     def _second_transform(self) -> np.ndarray:
         """The second face: still, 40 % of the main face's size, in the top-right corner."""
         w, h = self.size
-        scale = 0.4 * self.face_height * h / ASTRONAUT_FACE_BOX[3]
         fx, fy, fw, fh = ASTRONAUT_FACE_BOX
-        m = np.array([[scale, 0, 0], [0, scale, 0]], dtype=np.float64)
-        m[:, 2] = (w - 0.08 * w - (fx + fw) * scale, 0.06 * h - fy * scale)
-        return m
+        return self._still_transform(0.4, (w - 0.08 * w, 0.06 * h), (fx + fw, fy))
 
     def _intruder_transform(self) -> np.ndarray:
         """The intruder: still, 1.8× the main face's size, centred at a sixth of the width."""
         w, h = self.size
-        scale = 1.8 * self.face_height * h / ASTRONAUT_FACE_BOX[3]
         fx, fy, fw, fh = ASTRONAUT_FACE_BOX
-        m = np.array([[scale, 0, 0], [0, scale, 0]], dtype=np.float64)
-        m[:, 2] = (w / 6 - (fx + fw / 2) * scale, h / 2 - (fy + fh / 2) * scale)
-        return m
+        return self._still_transform(1.8, (w / 6, h / 2), (fx + fw / 2, fy + fh / 2))
 
     def intruder_present(self, i: int) -> bool:
         return self.intruder is not None and self.intruder[0] <= self.time(i) < self.intruder[1]
