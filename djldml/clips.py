@@ -50,6 +50,11 @@ class QualityReport:
     height: int = 0
     rotation: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # reason → frames dropped for it
+    # What the pipeline chose or corrected so that the clips mean the same whatever the capture, e.g.
+    # {"frame_rate": {"from": 29.97, "to": 30.0}, "stream": {"index": 1, "chosen_by": "default"},
+    #  "orientation": {"rotated_by": 180, "by": "detector"}, "display_flip": "horizontal", "deinterlaced": true,
+    #  "color_range": "pc", "frames_after_decode_error": 12}. Keys are absent when nothing was done.
+    corrections: dict[str, Any] = field(default_factory=dict)
     detector: dict[str, Any] = field(default_factory=dict)  # name and settings
     timings_s: dict[str, float] = field(default_factory=dict)  # stage → seconds
 

@@ -48,6 +48,12 @@ class NoFace(VideoError):
     code = "no_face"
 
 
+class FaceOrientation(VideoError):
+    """Faces were found only in frames turned sideways or upside down, and the turn could not be decided."""
+
+    code = "face_orientation"
+
+
 class TooFewFaceClips(VideoError):
     code = "too_few_face_clips"
 

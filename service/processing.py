@@ -163,6 +163,7 @@ def build_result(job_id: str, prediction: dict[str, Any], quality, model: dict[s
             "width": int(q.get("width", 0)), "height": int(q.get("height", 0)),
             "frames_decoded": int(q.get("frames_decoded", 0)), "frames_with_face": int(q.get("frames_with_face", 0)),
             "clips_used": int(q.get("clips_made", 0)), "dropped": {k: int(v) for k, v in q.get("dropped", {}).items()},
+            "corrections": dict(q.get("corrections") or {}),
         },
         "model": {k: model[k] for k in ("name", "version", "sha256", "synthetic_demo", "description", "preprocessing")
                   if k in model},

@@ -37,6 +37,7 @@ PROBLEMS: dict[str, ProblemType] = {
     "frame_too_large": ProblemType(422, "The video's frames are larger than the limit"),
     # The face-clip pipeline
     "no_face": ProblemType(422, "No face was found in the video"),
+    "face_orientation": ProblemType(422, "The face is turned sideways or upside down and could not be corrected"),
     "too_few_face_clips": ProblemType(422, "Too few stretches of the video show a face to make clips"),
     "video_error": ProblemType(422, "The video cannot be turned into face clips"),
     # Access

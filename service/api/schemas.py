@@ -43,6 +43,11 @@ class Quality(BaseModel):
     frames_with_face: int = Field(description="frames where a face was found (detected or interpolated)")
     clips_used: int = Field(description="16-frame face clips the model saw")
     dropped: dict[str, int] = Field(default_factory=dict, description="reason → frames dropped for it")
+    corrections: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what was chosen or corrected to make the clips: frame_rate {from, to} (resampled to the "
+                    "model's rate), stream {index, chosen_by}, orientation {rotated_by, by}, display_flip, "
+                    "deinterlaced, color_range, frames_after_decode_error; absent keys: nothing done")
 
 
 class PreprocessingCheck(BaseModel):
