@@ -15,6 +15,10 @@ from ..clips import CLIP_LENGTH, FACE_SIZE
 
 @dataclass(frozen=True)
 class FaceConfig:
+    # The clip contract in time (djldml.faces.timeline): every video is resampled by its timestamps to ``fps``
+    # before clips are cut, so a clip of ``clip_length`` frames spans clip_span / fps seconds whatever the camera
+    # delivered. The model card records the rate a model was trained at; the service uses that one.
+    fps: float = 30.0
     clip_length: int = CLIP_LENGTH  # T: aligned frames per clip
     face_size: int = FACE_SIZE  # H = W of an aligned face
     temporal_stride: int = 1  # a clip takes every stride-th frame (stride 2: 16 frames span 31 source frames)
@@ -27,7 +31,7 @@ class FaceConfig:
     detect_threshold: float = 0.6  # yuface confidence (0..1) below which a detection is ignored
     min_face_fraction: float = 0.05  # ignore faces whose box is shorter than this fraction of the frame height
 
-    max_clips: int | None = 32  # service: at most this many clips, spread evenly; None = every clip (trainer)
+    max_clips: int | None = 32  # service: at most this many clips, spread evenly in time; None = every clip (trainer)
     clip_step: int | None = None  # frames between clip starts when max_clips is None (default: span, no overlap)
     min_clips: int = 1  # fewer face clips than this → TooFewFaceClips
 
@@ -41,6 +45,8 @@ class FaceConfig:
     decode_threads: int = 0  # FFmpeg decoder threads; 0 = automatic
 
     def __post_init__(self) -> None:
+        if not 1.0 <= self.fps <= self.max_fps:
+            raise ValueError(f"fps must be in [1, {self.max_fps}]")
         if self.clip_length < 1 or self.temporal_stride < 1 or self.detect_every < 1:
             raise ValueError("clip_length, temporal_stride and detect_every must be ≥ 1")
         if self.max_clips is not None and self.max_clips < 1:
@@ -52,12 +58,12 @@ class FaceConfig:
 
     @property
     def clip_span(self) -> int:
-        """Source frames covered by one clip, first to last inclusive."""
+        """Frames of the resampled timeline covered by one clip, first to last inclusive."""
         return (self.clip_length - 1) * self.temporal_stride + 1
 
     @property
     def step(self) -> int:
-        """Frames between the starts of consecutive clips in the dense (trainer) mode."""
+        """Resampled frames between the starts of consecutive clips in the dense (trainer) mode."""
         return self.clip_step or self.clip_length * self.temporal_stride
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,19 +1,23 @@
-"""The face-clip pipeline: video → decode → detect (every k-th frame) → track/interpolate → align → clips.
+"""The face-clip pipeline: video → decode → resample in time → detect (every k-th frame) → track/interpolate →
+align → clips.
 
-One pipeline for the trainer and the service, so that they can never differ by a pixel of alignment.
-Two ways of walking the video, both on a single sequential decode (exact frame indices, constant memory):
+One pipeline for the trainer and the service, so that they can never differ by a pixel of alignment. Frames
+are first put on the clip timeline (:mod:`djldml.faces.timeline`): resampled by their timestamps to the
+model's frame rate, so indices below are timeline frames and a clip spans the same seconds for any camera.
+Two ways of walking the video, both on a single sequential decode (constant memory):
 
 - **dense** (the trainer: ``max_clips=None``, and :func:`iter_aligned_frames`): the detector runs on every k-th
-  frame, the landmarks are interpolated in between, every frame with a face is aligned. Where the face appears,
-  disappears or jumps between two detections, the frames in between are detected one by one instead.
-- **sampled** (the service: ``max_clips=M``): the video is cut into M equal segments (fewer when the video is
-  short) and in each the first window of ``clip_span`` frames whose detections all find the same face becomes a
-  clip; clips of a face other than the most persistent one are then dropped
+  frame, the landmarks are interpolated in between, every frame with a face is aligned.
+- **sampled** (the service and ``trainer evaluate`` on raw videos: ``max_clips=M``): the timeline is cut into M
+  equal segments (fewer when the video is short, :func:`~djldml.faces.timeline.clip_segments`) and in each the
+  first window of ``clip_span`` frames, tried from the segment's first frame, whose detections follow one face
+  becomes a clip; clips of a face other than the most persistent one are then dropped
   (:func:`~djldml.faces.track.persistent_clips`). Only frames inside a window are ever detected, and only frames
-  of a completed clip are converted to
-  RGB and aligned; everything else is dropped unconverted, and GOPs that hold no frame a window could use are
-  not decoded at all (:class:`~djldml.faces.decode.SkipPlan`).
+  of a completed clip are converted to RGB and aligned; GOPs that hold no frame a window could use are not
+  decoded at all (:class:`~djldml.faces.decode.SkipPlan`) — decoding skips work, never moves a clip.
 
+Both modes track the same way: where two detections do not continue each other (the face moved fast, appeared,
+vanished, or another face took over), every frame in between is detected (:func:`_detect_each`).
 Alignment converts only the region of the frame that the face is warped from
 (:func:`~djldml.faces.align.source_region`).
 """
@@ -43,6 +47,7 @@ from .decode import (
     probe,
     stored_to_display,
 )
+from .timeline import ResampledSkipPlan, Timeline, clip_segments
 from .track import choose_face, interpolate, persistent_clips, same_face
 
 
@@ -83,12 +88,21 @@ class _Session:
         self.stats.seconds["probe"] = time.perf_counter() - self.started
         self.s2d = stored_to_display(self.info.rotation, self.info.stored_width, self.info.stored_height)
         self.converter = FrameConverter(self.info.rotation, config.detect_width)
-        self.frames_decoded = 0
+        self.timeline = Timeline(config.fps, self.info.table, self.info.duration_s, self.info.fps)
+        self.frames_decoded = 0  # source frames out of the decoder
+        self.timeline_frames = 0  # resampled frames produced from them
         self.previous: detector.Face | None = None  # the interviewee at the last successful detection
         self._since_full = 0  # detections since the last one on the whole frame
 
-    def frames(self, skip: SkipPlan | None = None) -> Iterator[DecodedFrame]:
-        """The video's frames; with ``skip``, GOPs before ``skip.next_needed`` are not decoded."""
+    def frames(self, skip: ResampledSkipPlan | None = None) -> Iterator[DecodedFrame]:
+        """The video's frames resampled to ``config.fps`` (:class:`~djldml.faces.timeline.Timeline`): ``index``
+        and ``time`` are the timeline's. With ``skip``, GOPs before the source frame shown at ``skip.needed``
+        are not decoded."""
+        for df in self.timeline.resample(self._decoded(skip)):
+            self.timeline_frames += 1
+            yield df
+
+    def _decoded(self, skip: SkipPlan | None) -> Iterator[DecodedFrame]:
         for df in decode_frames(self.path, self.config, self.deadline, self.info.table, skip):
             self.frames_decoded += 1
             yield df
@@ -156,6 +170,19 @@ class _Session:
         self.stats.seconds["align"] += time.perf_counter() - t
         return faces
 
+    def corrections(self) -> dict:
+        """What was chosen or corrected for this video (QualityReport.corrections)."""
+        out: dict = {}
+        timeline = self.timeline
+        if self.info.table is not None:
+            intervals = np.diff(self.info.table.pts) * self.info.table.time_base
+            variable = len(intervals) > 1 and float(intervals.max()) > 1.1 * float(np.median(intervals))
+        else:
+            variable = False
+        if variable or abs(self.info.fps - timeline.fps) > 1e-3 * timeline.fps:
+            out["frame_rate"] = {"from": round(self.info.fps, 3), "to": timeline.fps, "variable": bool(variable)}
+        return out
+
     def report(self, clips_made: int, frames_with_face: int, mode: str) -> QualityReport:
         total = time.perf_counter() - self.started
         seconds = dict(self.stats.seconds)
@@ -182,14 +209,37 @@ class _Session:
                 "container": info.container,
             },
             timings_s={k: round(v, 4) for k, v in seconds.items()},
+            corrections=self.corrections(),
         )
+
+
+# --- tracking between two detections: one code for both modes ----------------------------------------------------
+
+
+def _detect_each(
+    session: _Session, start: detector.Face | None, frames: list[DecodedFrame]
+) -> list[detector.Face | None]:
+    """Run the detector on each of ``frames`` in turn, following the face from ``start``.
+
+    What both modes do between two detections that do not continue each other (the face moved fast, appeared,
+    vanished, or another face took over): look at every frame rather than guess. Each search starts on a
+    square around the face of the frame before (:meth:`_Session.detect`), so a face that moves briskly is
+    followed frame by frame; an empty square falls back to the whole frame.
+    """
+    session.previous = start
+    return [session.detect(df) for df in frames]
+
+
+def _continuous(chain: list[detector.Face | None]) -> bool:
+    """Whether ``chain`` (detections on consecutive frames) is one face throughout."""
+    return all(f is not None for f in chain) and all(same_face(a, b) for a, b in zip(chain, chain[1:], strict=False))
 
 
 # --- dense: every frame ----------------------------------------------------------------------------------------
 
 
 def _dense_landmarks(session: _Session) -> Iterator[tuple[DecodedFrame, np.ndarray | None]]:
-    """Every decoded frame with the interviewee's landmarks (None: no face), detecting every k-th frame."""
+    """Every frame of the timeline with the interviewee's landmarks (None: no face), detecting every k-th frame."""
     k = session.config.detect_every
     last: tuple[DecodedFrame, detector.Face | None] | None = None
     pending: list[DecodedFrame] = []  # frames after the last detection, waiting for the next one
@@ -223,13 +273,11 @@ def _resolve(
     elif a is None and b is None:
         for df in between:
             yield df, None
-    else:  # the face appeared, vanished or jumped: look at each frame rather than guess
-        keep = session.previous
-        session.previous = a
-        for df in between:
-            face = session.detect(df, whole_frame=True)
+    else:
+        found = _detect_each(session, a, between)
+        session.previous = b if b is not None else session.previous
+        for df, face in zip(between, found, strict=True):
             yield df, None if face is None else face.landmarks
-        session.previous = b if b is not None else keep
 
 
 class AlignedFrames:
@@ -335,105 +383,98 @@ def iter_face_clips(path: str | Path, config: FaceConfig = FaceConfig()) -> Face
     return FaceClipStream(path, config)
 
 
-# --- sampled: at most M clips, spread evenly --------------------------------------------------------------------
+# --- sampled: at most M clips, spread evenly in time -----------------------------------------------------------
 
 
-def _segments(n_frames: int, config: FaceConfig) -> list[tuple[int, int]]:
-    """[first, last) ranges of allowed clip starts: ``max_clips`` equal parts of the video, fewer if short."""
-    span = config.clip_span
-    n_seg = max(1, min(config.max_clips or 1, n_frames // span))
-    bounds = [j * n_frames // n_seg for j in range(n_seg + 1)]
-    last_start = n_frames - span  # the last frame index at which a whole clip still fits
-    return [(bounds[j], min(bounds[j + 1], last_start + 1)) for j in range(n_seg)]
+@dataclass
+class _Window:
+    """A candidate clip: ``clip_span`` consecutive timeline frames from ``start``, examined as they stream by."""
+
+    start: int
+    frames: list[DecodedFrame] = field(default_factory=list)  # every frame so far, unconverted
+    faces: list[tuple[int, detector.Face]] = field(default_factory=list)  # (offset, detection), by offset
 
 
 def _sampled_clips(session: _Session) -> tuple[list[np.ndarray], list[ClipMeta], list[np.ndarray]]:
     c = session.config
     span, stride, k = c.clip_span, c.temporal_stride, c.detect_every
     detect_at = sorted(set(range(0, span, k)) | {span - 1})  # window offsets that are detected
-    need = set(range(0, span, stride))  # window offsets that go into the clip
-    segments = _segments(session.info.n_frames, c)
-
+    segments = clip_segments(session.timeline.n_frames, span, c.max_clips or 1)
     clips: list[np.ndarray] = []
     metas: list[ClipMeta] = []
     marks: list[np.ndarray] = []
     seg = 0
-    plan = SkipPlan()  # plan.next_needed: the first frame at which a window may start
-    plan.next_needed = _first_try(session, segments[0], 0)
-    window: int | None = None  # start index of the window being examined
-    previous = -1  # index of the last frame seen: a window must not have holes
-    frames: list[DecodedFrame] = []  # the window's frames that the clip needs (unconverted)
-    faces: list[tuple[int, detector.Face]] = []  # (offset, detection) in the window
-
-    def close_window(next_try: int) -> None:
-        nonlocal window
-        plan.next_needed = next_try
-        window = None
-        frames.clear()
-        faces.clear()
-
-    def abandon(at: int, found: bool) -> None:
-        session.stats.drop("no_face", at - window + (0 if found else 1))
-        # No face here: the next k-1 frames are unlikely to have one. A different face: start afresh next frame.
-        close_window(at + (1 if found else k))
+    plan = ResampledSkipPlan(session.timeline)  # plan.needed: the first timeline frame at which a window may start
+    plan.needed = segments[0][0]
+    window: _Window | None = None
+    previous = -1  # timeline index of the last frame seen: a window must not have holes
 
     decoded = session.frames(skip=plan)
     for df in decoded:
         i = df.index
         if window is not None and i != previous + 1:
             # A frame missing inside the window (corrupt packet): its clip would not be T consecutive frames.
-            session.stats.drop("decode_gap", previous + 1 - window)
-            close_window(i)
+            session.stats.drop("decode_gap", previous + 1 - window.start)
+            window, plan.needed = None, i
         previous = i
         if window is None:
-            while seg < len(segments) and plan.next_needed >= segments[seg][1]:
-                seg += 1  # this segment has no usable window left; try the next one
+            while seg < len(segments) and plan.needed >= segments[seg][1]:
+                seg += 1  # this segment has no usable window left; try the next one from its first frame
                 if seg < len(segments):
-                    plan.next_needed = _first_try(session, segments[seg], plan.next_needed)
+                    plan.needed = max(plan.needed, segments[seg][0])
             if seg >= len(segments):
                 break  # every segment is done: the rest of the video needs no decoding
-            if i < plan.next_needed:
+            if i < plan.needed:
                 continue
-            window = i
-        offset = i - window
-        if offset in need:
-            frames.append(df)
+            window = _Window(i)
+        offset = i - window.start
+        window.frames.append(df)
         if offset in detect_at:
             face = session.detect(df, whole_frame=offset == 0)
-            if face is None or (faces and not same_face(faces[-1][1], face)):
-                abandon(i, found=face is not None)
+            found = face is not None
+            if found and window.faces and not same_face(window.faces[-1][1], face):
+                face = _follow(session, window, offset, face)  # moved briskly, or another face
+            if face is None:
+                session.stats.drop("no_face", offset + (0 if found else 1))
+                # No face here: the next k-1 frames are unlikely to have one. A different face: afresh from it.
+                window, plan.needed = None, i + (0 if found else k)
                 continue
-            faces.append((offset, face))
-        if offset == span - 1:  # complete: interpolate, convert and align only these frames
-            lm = np.stack([_landmarks_at(f.index - window, faces) for f in frames])
+            window.faces.append((offset, face))
+        if offset == span - 1:  # complete: interpolate, convert and align only the clip's frames
+            frames = window.frames[::stride]
+            lm = np.stack([_landmarks_at(o, window.faces) for o in range(0, span, stride)])
             clips.append(session.align(frames, lm))
             marks.append(lm)
-            metas.append(ClipMeta(first_frame=window, last_frame=i, start_time=frames[0].time))
+            metas.append(ClipMeta(first_frame=window.start, last_frame=i, start_time=window.frames[0].time))
             seg += 1
-            close_window(_first_try(session, segments[seg], i + 1) if seg < len(segments) else i + 1)
+            window = None
+            plan.needed = max(i + 1, segments[seg][0]) if seg < len(segments) else i + 1
     decoded.close()  # stopped early when every segment is done: release the decoder now
     session.stats.skipped_gops = plan.gops_skipped
     if len(clips) > 1:  # the interviewee is the most persistent face: drop clips of a face seen only for a while
         keep = persistent_clips(np.stack(marks))
         session.stats.drop("other_face", int((~keep).sum()) * span)
-        clips, metas, marks = ([x for x, k in zip(xs, keep, strict=True) if k] for xs in (clips, metas, marks))
+        clips, metas, marks = ([x for x, kept in zip(xs, keep, strict=True) if kept] for xs in (clips, metas, marks))
     session.stats.drop("stride", len(clips) * (span - c.clip_length))
     dropped = session.stats.dropped
     examined = sum(dropped.get(r, 0) for r in ("no_face", "decode_gap", "other_face"))  # frames of windows
-    session.stats.drop("not_sampled", session.frames_decoded - len(clips) * span - examined)
-    # Never decoded: in GOPs skipped because no window needed them, or after every clip was found.
-    session.stats.drop("not_decoded", session.info.n_frames - session.frames_decoded)
+    session.stats.drop("not_sampled", session.timeline_frames - len(clips) * span - examined)
+    # Never produced: in GOPs skipped because no window needed them, or after every clip was found.
+    session.stats.drop("not_decoded", session.timeline.n_frames - session.timeline_frames)
     return clips, metas, marks
 
 
-def _first_try(session: _Session, segment: tuple[int, int], earliest: int) -> int:
-    """Where to try the first window of ``segment`` ([first, last) allowed starts), not before ``earliest``: at
-    the segment's first keyframe when one leaves room for a window, since a window that starts on a keyframe
-    needs no frame before it decoded (with a keyframe every second, half the decoding); else at its start."""
-    start = max(earliest, segment[0])
-    table = session.info.table
-    key = table.next_keyframe(start) if table is not None else None
-    return key if key is not None and key < segment[1] else start
+def _follow(session: _Session, window: _Window, offset: int, face: detector.Face) -> detector.Face | None:
+    """``face`` at ``offset`` does not continue the window's last detection: detect every frame in between, as
+    the dense mode does, and keep the window only if one face is followed throughout. Returns the face at
+    ``offset`` (re-detected while following) or None; the in-between detections join ``window.faces``."""
+    last_offset, last = window.faces[-1]
+    between = window.frames[last_offset + 1 : offset + 1]
+    chain = [last, *_detect_each(session, last, between)]
+    if not _continuous(chain):
+        return None
+    window.faces.extend(zip(range(last_offset + 1, offset), chain[1:-1], strict=True))
+    return chain[-1]
 
 
 def _landmarks_at(offset: int, faces: list[tuple[int, detector.Face]]) -> np.ndarray:

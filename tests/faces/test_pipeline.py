@@ -27,12 +27,21 @@ MAX_EYE_PX = 9.0
 MAX_ABS_EYE_PX = 10.0  # to the template itself: includes how the astronaut's face differs from the template
 
 
+def shown(scene, j: int, fps: float) -> int:
+    """The scene's source frame on screen at timeline frame ``j`` (time j / fps): the last one that started by
+    then, within the timeline's tolerance (djldml.faces.timeline)."""
+    tol = 0.25 / max(fps, scene.fps)
+    times = [scene.time(i) - scene.time(0) for i in range(scene.n_frames)]
+    return max(i for i, t in enumerate(times) if t <= j / fps + tol)
+
+
 def _check_dense(path, scene, config=FaceConfig(), rotation=0):
     frames = iter_aligned_frames(path, config)
-    rel, seen = [], 0
+    rel, seen, n_timeline = [], 0, 0
     for af in frames:
-        truth = scene.truth(af.index)
-        assert af.time == pytest.approx(scene.time(af.index) - scene.time(0), abs=2e-3)
+        n_timeline += 1
+        truth = scene.truth(shown(scene, af.index, config.fps))
+        assert af.time == pytest.approx(af.index / config.fps, abs=1e-9)
         if truth is None:
             assert af.face is None, f"face reported in face-less frame {af.index}"
             continue
@@ -49,7 +58,7 @@ def _check_dense(path, scene, config=FaceConfig(), rotation=0):
     assert report.frames_with_face == seen
     assert report.rotation == rotation
     assert (report.width, report.height) == scene.size
-    assert report.dropped.get("no_face", 0) == scene.n_frames - seen
+    assert report.dropped.get("no_face", 0) == n_timeline - seen
     return report
 
 
@@ -61,9 +70,9 @@ def _check_sampled(path, scene, config: FaceConfig) -> FaceClips:
     rel = []
     for marks, meta in zip(landmarks, result.meta, strict=True):
         assert meta.last_frame - meta.first_frame == config.clip_span - 1
-        assert meta.start_time == pytest.approx(scene.time(meta.first_frame) - scene.time(0), abs=2e-3)
+        assert meta.start_time == pytest.approx(meta.first_frame / config.fps, abs=1e-9)
         for j, used in enumerate(marks):
-            truth = scene.truth(meta.first_frame + j * config.temporal_stride)
+            truth = scene.truth(shown(scene, meta.first_frame + j * config.temporal_stride, config.fps))
             assert truth is not None or scene.source != "astronaut", "a clip frame without a face"
             if truth is not None:
                 r, a = eye_errors(used, truth.landmarks)
@@ -83,11 +92,11 @@ def test_carphone_sampled_and_dense():
     assert result.clips.shape[1:] == (CLIP_LENGTH, FACE_SIZE, FACE_SIZE, 3)
     q = result.quality
     assert q.frames_decoded <= 120 and q.clips_made == 7 and q.frames_with_face == 7 * 16
-    assert q.frames_decoded + q.dropped.get("not_decoded", 0) == 120
+    # 120 frames at 29.97 fps → 120 frames of the 30 fps timeline (3.97 s); every one is accounted for
     assert sum(q.dropped.values()) + q.frames_with_face == 120
     assert q.detector["name"].startswith("yuface") and q.detector["mode"] == "sampled"
     for m in result.meta:
-        assert m.start_time == pytest.approx(m.first_frame * 1001 / 30000, abs=1e-3)
+        assert m.start_time == pytest.approx(m.first_frame / 30.0, abs=1e-9)  # timeline frames: j / fps
 
     dense = extract_face_clips(carphone_path(), FaceConfig(max_clips=None, clip_step=8))
     assert [m.first_frame for m in dense.meta] == list(range(0, 120 - 15, 8))
