@@ -15,20 +15,37 @@ from .network import DJLDMLNet
 DEFAULT_BATCH = 16
 
 
+def mirror_average(card_inference: dict | None) -> bool:
+    """Whether a model card's ``inference`` section asks for mirror averaging (absent: no)."""
+    return bool((card_inference or {}).get("mirror_average", False))
+
+
 @torch.inference_mode()
 def clip_distributions(
-    net: DJLDMLNet, clips: np.ndarray | torch.Tensor, batch_size: int = DEFAULT_BATCH, amp: bool = False
+    net: DJLDMLNet,
+    clips: np.ndarray | torch.Tensor,
+    batch_size: int = DEFAULT_BATCH,
+    amp: bool = False,
+    mirror: bool = False,
 ) -> np.ndarray:
     """Distributions for ``clips`` (uint8 ``[N, T, H, W, 3]``) as float64 ``[N, 64]``; ``net`` must be in eval mode.
 
     ``amp`` runs the convolutions in float16 autocast on CUDA; the softmax is always float32.
+    ``mirror``: each clip's distribution is the mean of the network's on the clip and on its mirror image
+    (flipped left-right), q(c) = ½ (q_net(c) + q_net(flip(c))). A face is about symmetric and BDI-II does not
+    depend on the side, so this removes what the network learnt about left and right — a front-camera (mirrored)
+    recording then scores like the original, up to the landmarks' own asymmetry (docs/method.md). Twice the
+    compute.
     """
     device = next(net.parameters()).device
     out = []
     for i in range(0, len(clips), batch_size):
         x = to_tensor(clips[i : i + batch_size], device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-            out.append(net.clip_distributions(x).float().cpu())
+            q = net.clip_distributions(x).float()
+            if mirror:
+                q = 0.5 * (q + net.clip_distributions(x.flip(-1)).float())
+            out.append(q.cpu())
     if not out:
         return np.zeros((0, net.head.out_features if net.config.head == "distribution" else 64))
     return torch.cat(out).double().numpy()

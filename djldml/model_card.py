@@ -41,6 +41,9 @@ class ModelCard:
     data: dict[str, Any] = field(default_factory=dict)  # description of the data: source, sizes, splits
     # how the training faces were made (djldml.faces.provenance): the service checks its own against it
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    # how clip distributions are computed, beyond the network: {"mirror_average": true} averages each clip's
+    # distribution with its mirror image's (djldml.inference.clip_distributions)
+    inference: dict[str, Any] = field(default_factory=dict)
     model_sha256: str = ""  # of the model file inside the archive (the archive's own hash: see module doc)
     format: str = CARD_FORMAT
 

@@ -1,86 +1,48 @@
-"""Reading a TorchServe model archive (.mar, a zip): its model card, model file, config and sha256.
+"""The service's view of a model archive: :mod:`djldml.model_archive` plus the :class:`ModelInfo` it reports.
 
-Used by the in-process backend (which loads the very archive TorchServe serves) and by ``GET /models``.
-The sha256 is of the whole archive file, computed here because an archive cannot contain its own hash.
+:func:`info_from_card` is the one place a model card becomes a ModelInfo — for an archive read from disk and for
+a card TorchServe describes — so both carry the same facts (preprocessing and inference included).
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
-import zipfile
-from dataclasses import dataclass, field
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-
-from djldml.errors import ModelError
-from djldml.model_card import CARD_FILENAME, ModelCard, file_sha256
-from djldml.model_file import MODEL_FILENAME, load_model
-from djldml.network import DJLDMLNet
+from djldml import model_archive as archives
+from djldml.model_card import ModelCard
 
 from .backends.base import ModelInfo
 
-MANIFEST = "MAR-INF/MANIFEST.json"
+MANIFEST = archives.MANIFEST
 
 
-@dataclass
-class ModelArchive:
-    path: Path
-    card: ModelCard
-    sha256: str  # of the .mar file
-    manifest: dict[str, Any] = field(default_factory=dict)
-    model_config: dict[str, Any] = field(default_factory=dict)  # the archive's model-config.yaml
+def info_from_card(card: ModelCard, sha256: str = "", archive: str = "") -> ModelInfo:
+    """What ``GET /models`` and every result say about a model, from its card."""
+    extra: dict[str, Any] = {"created": card.created, "net_config": card.net_config, "training": card.training,
+                             "metrics": card.metrics, "data": card.data, "model_sha256": card.model_sha256,
+                             "preprocessing": card.preprocessing, "inference": card.inference}
+    if archive:
+        extra["archive"] = archive
+    return ModelInfo(name=card.name, version=card.version, sha256=sha256, synthetic_demo=card.synthetic_demo,
+                     description=card.description, extra=extra)
 
-    @property
-    def handler_knobs(self) -> dict[str, Any]:
-        """The ``handler:`` section of model-config.yaml (clip_batch, amp), as the TorchServe handler sees it."""
-        return dict(self.model_config.get("handler") or {})
 
+class ModelArchive(archives.ModelArchive):
     def model_info(self) -> ModelInfo:
-        c = self.card
-        extra = {"created": c.created, "net_config": c.net_config, "training": c.training, "metrics": c.metrics,
-                 "data": c.data, "model_sha256": c.model_sha256, "archive": self.path.name,
-                 "preprocessing": c.preprocessing}
-        return ModelInfo(name=c.name, version=c.version, sha256=self.sha256, synthetic_demo=c.synthetic_demo,
-                         description=c.description, extra=extra)
+        return info_from_card(self.card, self.sha256, self.path.name)
 
-    def load_network(self, device: torch.device | str = "cpu") -> DJLDMLNet:
-        """The archive's network in eval mode on ``device`` (model file extracted to a temp dir, then removed)."""
-        with zipfile.ZipFile(self.path) as z, tempfile.TemporaryDirectory(prefix="djldml-mar-") as tmp:
-            z.extract(MODEL_FILENAME, tmp)
-            return load_model(Path(tmp) / MODEL_FILENAME, device)
+
+def _ours(a: archives.ModelArchive) -> ModelArchive:
+    return ModelArchive(**{f.name: getattr(a, f.name) for f in fields(a)})
 
 
 def open_archive(path: str | Path) -> ModelArchive:
-    """Read a .mar's card, manifest and config; ModelError when it is missing, not a zip, or lacks them."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model archive {path.name} not found")
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
-            missing = [n for n in (CARD_FILENAME, MODEL_FILENAME) if n not in names]
-            if missing:
-                raise ModelError(f"{path.name} lacks {', '.join(missing)}: not a djldml archive")
-            card = ModelCard.from_json(z.read(CARD_FILENAME))
-            manifest = json.loads(z.read(MANIFEST)) if MANIFEST in names else {}
-            config_name = manifest.get("model", {}).get("configFile")
-            config = yaml.safe_load(z.read(config_name)) if config_name in names else {}
-    except zipfile.BadZipFile:
-        raise ModelError(f"{path.name} is not a model archive (not a zip file)") from None
-    return ModelArchive(path=path, card=card, sha256=file_sha256(path), manifest=manifest,
-                        model_config=config or {})
+    """:func:`djldml.model_archive.open_archive`, as the service's ModelArchive; ModelError when unusable."""
+    return _ours(archives.open_archive(path))
 
 
 def list_archives(model_store: str | Path) -> list[ModelArchive]:
     """Every readable djldml archive in ``model_store`` (unreadable ones are skipped), sorted by file name."""
-    out = []
-    for p in sorted(Path(model_store).glob("*.mar")):
-        try:
-            out.append(open_archive(p))
-        except ModelError:
-            continue
-    return out
+    return [_ours(a) for a in archives.list_archives(model_store)]

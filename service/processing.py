@@ -19,8 +19,8 @@ import numpy as np
 
 from djldml.errors import DJLDMLError
 from djldml.faces import FaceConfig, extract_face_clips
-from djldml.faces.provenance import differences, preprocessing
-from djldml.prediction import predict_video
+from djldml.faces.provenance import differences, preprocessing, scoring_config
+from djldml.scoring import score_clips
 
 from .backends.base import BackendUnavailable, InferenceBackend
 from .jobs import DONE, FAILED, INFERRING, PREPROCESSING, JobStore, StoreUnavailable
@@ -34,17 +34,24 @@ class JobCancelled(Exception):
     """The job was deleted while it ran: stop, and record nothing."""
 
 
-def face_config(settings: Settings) -> FaceConfig:
-    """The face-clip pipeline's settings that the service controls; the rest are the pipeline's defaults."""
-    return FaceConfig(max_clips=settings.max_clips, max_duration_s=settings.max_duration_s,
-                      min_duration_s=settings.min_duration_s, temporal_stride=settings.clip_stride)
+def face_config(settings: Settings, model_extra: dict[str, Any] | None = None) -> FaceConfig:
+    """The face-clip settings for scoring with a model: what its card records (clip geometry in time, landmark
+    settings, clip selection: :func:`djldml.faces.provenance.scoring_config`, the same call ``trainer evaluate
+    --videos`` makes), with the service's limits on top. Without ``model_extra``: the pipeline's defaults and
+    the limits (enough to probe an upload)."""
+    recorded = (model_extra or {}).get("preprocessing")
+    return scoring_config(recorded, max_clips=settings.max_clips, max_duration_s=settings.max_duration_s,
+                          min_duration_s=settings.min_duration_s)
 
 
 def preprocessing_check(model_extra: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Whether this service makes face clips as the model's training did (djldml.faces.provenance): ``matches``
     (None when the model records nothing), ``differences``, and the model's ``recorded`` record."""
     recorded = model_extra.get("preprocessing") or {}
-    found = differences(recorded, preprocessing(face_config(settings)))
+    found = differences(recorded, preprocessing(face_config(settings, model_extra)))
+    if settings.max_clips is not None and recorded:
+        found.append(f"DJLDML_MAX_CLIPS={settings.max_clips} overrides the model's clip selection: scores are not "
+                     "those `trainer evaluate --videos` reports")
     return {"matches": (not found) if recorded else None, "differences": found, "recorded": recorded}
 
 
@@ -78,24 +85,18 @@ def _run(job_id: str, upload: Path, store: JobStore, backend: InferenceBackend, 
                      timings, started)
     try:
         _set(store, job_id, status=PREPROCESSING, progress=0.05, started_at=started, attempts=job.attempts + 1)
+        info = backend.model_info()  # its card decides how clips are cut (the clip contract in time)
         t = time.perf_counter()
-        clips = extract_face_clips(str(upload), face_config(settings))
+        clips = extract_face_clips(str(upload), face_config(settings, info.extra))
         timings["face_clips"] = time.perf_counter() - t
 
         _set(store, job_id, status=INFERRING, progress=0.5)
         t = time.perf_counter()
-        dists = []
-        n, step = len(clips), settings.inference_batch_clips
-        for i in range(0, n, step):
-            dists.append(_infer_with_retries(backend, clips.clips[i : i + step], settings))
-            _set(store, job_id, progress=0.5 + 0.45 * min(n, i + step) / max(n, 1))
+        prediction = score_clips(
+            clips, lambda batch: _infer_with_retries(backend, batch, settings), settings.inference_batch_clips,
+            on_batch=lambda done, n: _set(store, job_id, progress=0.5 + 0.45 * done / max(n, 1)))
         timings["inference"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        prediction = predict_video(np.concatenate(dists), clips.start_times)
-        timings["aggregate"] = time.perf_counter() - t
         timings["total"] = time.time() - job.created_at
-        info = backend.model_info()
         check = preprocessing_check(info.extra, settings)
         result = build_result(job_id, prediction.to_dict(), clips.quality, info.to_dict(), timings,
                               {k: check[k] for k in ("matches", "differences")})

@@ -15,6 +15,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from djldml.scoring import BATCH_CLIPS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DJLDML_", extra="ignore", protected_namespaces=())
@@ -34,10 +36,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest accepted upload, enforced while streaming")
     max_duration_s: float = Field(1800.0, gt=0, description="longest accepted video, seconds")
     min_duration_s: float = Field(0.5, ge=0, description="shortest accepted video, seconds")
-    max_clips: int = Field(32, gt=0, description="face clips sampled from one video (spread over its length)")
-    clip_stride: int = Field(
-        1, gt=0, description="frames between a clip's frames: must match the model's training clip_stride"
-    )
+    max_clips: int | None = Field(
+        None, gt=0, description="override the model card's clip selection (face clips spread over a video); unset "
+                                "= the card's, so that scores equal `trainer evaluate --videos`")
     max_concurrent_jobs_per_key: int = Field(4, gt=0, description="unfinished jobs one API key may have")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated API keys; empty = open API (a warning at start-up)"
@@ -49,7 +50,9 @@ class Settings(BaseSettings):
     backend_timeout_s: float = Field(120.0, gt=0, description="one inference request to the backend")
     backend_retries: int = Field(3, ge=0, description="retries of a batch while the backend is unavailable")
     backend_retry_delay_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry")
-    inference_batch_clips: int = Field(8, gt=0, description="clips per backend request (TorchServe body limit)")
+    inference_batch_clips: int = Field(
+        BATCH_CLIPS, gt=0, description="clips per backend request (TorchServe body limit); `trainer evaluate "
+                                       "--videos` batches as the default does")
     broker_visibility_timeout_s: int = Field(
         1200, gt=0, description="an unacknowledged job is redelivered after this long (worker lost)"
     )

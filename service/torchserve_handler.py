@@ -29,7 +29,7 @@ import torch
 
 from djldml.clips import CLIP_SHAPE, clips_from_bytes
 from djldml.errors import DJLDMLError, ModelError
-from djldml.inference import DEFAULT_BATCH, clip_distributions
+from djldml.inference import DEFAULT_BATCH, clip_distributions, mirror_average
 from djldml.model_card import CARD_FILENAME
 from djldml.model_file import MODEL_FILENAME, load_model
 from djldml.network import DJLDMLNet
@@ -69,12 +69,14 @@ def preprocess(requests: list) -> list[Parsed]:
     return parsed
 
 
-def inference(net: DJLDMLNet, parsed: list[Parsed], batch_size: int = DEFAULT_BATCH, amp: bool = False) -> list:
-    """One network run over all good requests' clips, split back per request (errors pass through)."""
+def inference(net: DJLDMLNet, parsed: list[Parsed], batch_size: int = DEFAULT_BATCH, amp: bool = False,
+              mirror: bool = False) -> list:
+    """One network run over all good requests' clips, split back per request (errors pass through);
+    ``mirror``: the model card's mirror averaging (djldml.inference.clip_distributions)."""
     good = [p for p in parsed if isinstance(p, np.ndarray)]
     if not good:
         return list(parsed)
-    dists = clip_distributions(net, np.concatenate(good), batch_size=batch_size, amp=amp)
+    dists = clip_distributions(net, np.concatenate(good), batch_size=batch_size, amp=amp, mirror=mirror)
     out, start = [], 0
     for p in parsed:
         if isinstance(p, np.ndarray):
@@ -104,6 +106,7 @@ class DJLDMLHandler:
         self.card: dict = {}
         self.batch_size = DEFAULT_BATCH
         self.amp = False
+        self.mirror = False
 
     def initialize(self, context) -> None:
         props = context.system_properties
@@ -120,12 +123,14 @@ class DJLDMLHandler:
         if os.path.exists(card_path):
             with open(card_path, encoding="utf-8") as f:
                 self.card = json.load(f)
-        log.info("djldml model loaded on %s (amp=%s, clip batch %d)", device, self.amp, self.batch_size)
+        self.mirror = mirror_average(self.card.get("inference"))
+        log.info("djldml model loaded on %s (amp=%s, clip batch %d, mirror averaging %s)", device, self.amp,
+                 self.batch_size, self.mirror)
 
     def handle(self, data: list, context) -> list:
         if _is_describe(context):  # GET /models/<name>?customized=true
             return [json.dumps(self.card)]
-        results = inference(self.net, preprocess(data), self.batch_size, self.amp)
+        results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror)
         out = []
         for idx, (status, body) in enumerate(postprocess(results)):
             if status != 200:

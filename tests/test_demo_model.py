@@ -44,7 +44,7 @@ def test_demo_model_predicts_on_a_real_face_video(backend):
 def test_demo_model_faces_are_made_as_the_service_makes_them(backend):
     """The card's record of how the demo's training faces were made agrees with constraints.txt (what `make`
     and the images install) and with this process — so `make serve` reports `preprocessing.matches: true`."""
-    from djldml.faces.provenance import LIBRARIES, differences, preprocessing
+    from djldml.faces.provenance import LIBRARIES, differences, preprocessing, scoring_config
 
     recorded = backend.model_info().extra["preprocessing"]
     pins = dict(line.split("==") for line in (DEMO_MAR.parents[1] / "constraints.txt").read_text().split()
@@ -52,4 +52,7 @@ def test_demo_model_faces_are_made_as_the_service_makes_them(backend):
     for name, dist in LIBRARIES.items():
         model_version = recorded["libraries"][name]
         assert model_version == pins[dist], f"{dist}: the model was made with {model_version}, {pins[dist]} is pinned"
-    assert differences(recorded, preprocessing(FaceConfig())) == []
+    assert differences(recorded, preprocessing(scoring_config(recorded))) == []
+    # the clip contract in time: the synthetic videos' frame rate, the evaluation's clip selection, mirror averaging
+    assert recorded["face_config"]["fps"] == 25.0 and recorded["selection"]["max_clips"] == 32
+    assert backend.model_info().extra["inference"] == {"mirror_average": True} and backend.mirror is True

@@ -63,7 +63,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate(args.model, args.data, split=args.split, out_dir=args.out, clips_per_video=args.clips_per_video,
                        batch_size=args.batch_size, n_bootstrap=args.bootstrap, seed=args.seed, device=args.device,
-                       amp=args.amp, plots=not args.no_plots, progress=not args.no_progress)
+                       amp=args.amp, plots=not args.no_plots, progress=not args.no_progress, videos=args.videos)
     print(format_report(metrics))
     print(f"written to {metrics['out_dir']}")
     return 0
@@ -98,8 +98,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     handlers["train"] = _train
 
     p = sub.add_parser("evaluate", help="video-level MAE/RMSE/r beside the train-mean/median baselines")
-    p.add_argument("model", type=Path, help="run directory (uses best.pt), training checkpoint or model file")
-    p.add_argument("--data", help="prepared dataset root (default: the run's config)")
+    p.add_argument("model", type=Path, help="run directory (uses best.pt), training checkpoint, model file, or a "
+                                            ".mar archive (with --videos)")
+    p.add_argument("--videos", type=Path, help="score the RAW videos of this dataset source (CSV manifest or AVEC "
+                                              "root) exactly as the service does: the figure to report")
+    p.add_argument("--data", help="prepared dataset root, store path (default: the run's config)")
     p.add_argument("--split", default="test", choices=["train", "dev", "test"])
     p.add_argument("--out", type=Path, help="output directory (default: <run>/eval-<split>)")
     p.add_argument("--clips-per-video", type=int, help="clips evenly spread per video (default: config)")

@@ -67,7 +67,10 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True  # tqdm bars
     # [eval]
-    eval_clips_per_video: int = 64  # as the service's max_clips: clips evenly spread over each video
+    # the clip selection that scores a video (djldml.faces.timeline.clip_segments): at most this many clips, one
+    # per equal time segment; `trainer export` records it in the model card and the service uses the card's
+    eval_clips_per_video: int = 32
+    test_time_mirror: bool = True  # average each clip's distribution with its mirror image's (recorded in the card)
     dev_clips_per_video: int = 16  # fewer for the per-epoch development check
     eval_batch_size: int = 16
 

@@ -31,7 +31,7 @@ def run_demo(out_mar: str | Path, work: str | Path = "runs/demo", seed: int = 0,
     from .config import SYNTHETIC_CONFIG, load_config
     from .evaluate import evaluate, format_report
     from .export import export_model
-    from .prepare import prepare
+    from .prepare import face_config_for, prepare
     from .store import SPLITS, PreparedDataset
     from .synth import generate
     from .train import train
@@ -40,7 +40,9 @@ def run_demo(out_mar: str | Path, work: str | Path = "runs/demo", seed: int = 0,
     started = time.perf_counter()
     synth_config = SynthConfig(**{**synth_config.to_dict(), "seed": seed})
     manifest = generate(work / "synthetic", synth_config, progress=progress)
-    prepared = prepare(manifest, work / "prepared", workers=workers, progress=progress)
+    # The clip timeline at the rate the synthetic videos are rendered at: no frame repeated or dropped
+    prepared = prepare(manifest, work / "prepared", config=face_config_for(argparse.Namespace(fps=synth_config.fps)),
+                       workers=workers, progress=progress)
     if not prepared.usable:
         raise RuntimeError("the synthetic videos gave no usable faces (face pipeline broken?)")
     cfg = load_config(SYNTHETIC_CONFIG, {"data": str(work / "prepared"), "out": str(work / "run"), "seed": seed,

@@ -1,12 +1,19 @@
-"""Video-level evaluation, always beside the honest baselines (METHOD.md §5).
+"""Video-level evaluation, always beside the honest baselines (docs/method.md §5), on one of two paths:
 
-Each video is scored exactly as the service scores it: up to K clips evenly spread over the video
-(``eval_clips_per_video``, as the service's ``max_clips``), ``djldml.inference.clip_distributions``, then
-``djldml.prediction.predict_video``. Reported: MAE, RMSE and Pearson r of the model and of two constant
-predictors — the mean and the median of the training labels — each with a bootstrap 95 % interval over videos,
-and the paired interval of (model MAE − train-mean MAE). Writes ``predictions.csv`` (one row per video),
-``metrics.json`` and PNG plots to the output directory, and warns when the training and evaluated splits share
-subjects (AVEC2013 does), because then the figures overstate what happens on new people.
+- **service** (``--videos SOURCE``, the figure to report): the raw videos of a dataset source (CSV or AVEC
+  root) are scored exactly as ``POST /predict`` scores them — :func:`djldml.scoring.score_video` with the clip
+  geometry in time, landmark settings and clip selection of the model card (or of the run's config), batches
+  of :data:`djldml.scoring.BATCH_CLIPS` clips, the card's mirror averaging, then ``predict_video``. For the
+  same model and video the score equals the service's ``bdi_score`` (a test asserts it to 1e-6). A video the
+  service would refuse (no face, too short, …) is counted by its error code, not scored.
+- **store** (default; fast, for model selection during training): up to ``eval_clips_per_video`` clips evenly
+  spread over the valid clip starts of the prepared face store. Not the service's clips; labelled as such.
+
+Reported: MAE, RMSE and Pearson r of the model and of two constant predictors — the mean and the median of the
+training labels — each with a bootstrap 95 % interval over videos, and the paired interval of (model MAE −
+train-mean MAE). Writes ``predictions.csv`` (one row per video), ``metrics.json`` and PNG plots to the output
+directory, and warns when the training and evaluated splits share subjects (AVEC2013 does), because then the
+figures overstate what happens on new people.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import csv
 import json
 import math
 import warnings
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +31,11 @@ import numpy as np
 from tqdm import tqdm
 
 from djldml import labels
-from djldml.inference import clip_distributions
+from djldml.errors import DJLDMLError
+from djldml.inference import clip_distributions, mirror_average
 from djldml.network import DJLDMLNet
 from djldml.prediction import VideoPrediction, predict_video
+from djldml.scoring import score_video
 
 from .data import ClipStore, evenly_spaced
 
@@ -45,9 +55,62 @@ class VideoResult:
         return self.prediction.score
 
 
+@dataclass
+class ScoringModel:
+    """A loaded network with what scoring a raw video needs beyond it, as the service would have it."""
+
+    net: DJLDMLNet
+    preprocessing: dict[str, Any]  # the card's record: clip geometry in time, landmark settings, selection
+    mirror: bool  # the card's inference.mirror_average
+    clip_batch: int  # the archive handler's clip_batch
+    source: str  # "archive" (a .mar, as served) or "run" (a run dir / checkpoint, as `trainer export` would pack)
+
+
+def scoring_model(model: str | Path, device: Any = "cpu") -> ScoringModel:
+    """The model at ``model`` — a .mar archive, a run directory or a training checkpoint — ready to score videos
+    like the service. A run's card facts come from its config, as ``trainer export`` would write them."""
+    from djldml.model_archive import open_archive
+
+    from .config import read_run_config
+    from .export import CLIP_BATCH, read_checkpoint, training_inference, training_preprocessing
+    from .train import load_net
+
+    path = Path(model)
+    if path.suffix == ".mar":
+        archive = open_archive(path)
+        return ScoringModel(archive.load_network(device), archive.card.preprocessing,
+                            mirror_average(archive.card.inference),
+                            int(archive.handler_knobs.get("clip_batch", CLIP_BATCH)), "archive")
+    cfg = read_run_config(path) if path.is_dir() else None
+    training = asdict(cfg) if cfg is not None else (read_checkpoint(path)[1].get("config") or {})
+    return ScoringModel(load_net(path, device), training_preprocessing(training),
+                        mirror_average(training_inference(training)), CLIP_BATCH, "run")
+
+
+def predict_videos(model: ScoringModel, videos: list, progress: bool = True) -> tuple[list[VideoResult], Counter]:
+    """Score raw videos (``trainer.manifest.SourceVideo``) through the service's path; returns the results and
+    the error codes of the videos the service would refuse."""
+    was_training = model.net.training
+    model.net.eval()
+    results, refused = [], Counter()
+
+    def distributions(clips: np.ndarray) -> np.ndarray:
+        return clip_distributions(model.net, clips, batch_size=model.clip_batch, mirror=model.mirror)
+
+    for video in tqdm(videos, desc="scoring videos", unit="video", disable=not progress, leave=False):
+        try:
+            clips, prediction = score_video(video.path, model.preprocessing, distributions)
+        except DJLDMLError as exc:
+            refused[exc.code] += 1
+            continue
+        results.append(VideoResult(video.video_id, video.subject, float(video.bdi), prediction, len(clips)))
+    model.net.train(was_training)
+    return results, refused
+
+
 def predict_split(net: DJLDMLNet, store: ClipStore, videos: list, clips_per_video: int, clip_length: int = 16,
                   stride: int = 1, batch_size: int = 16, amp: bool = False, progress: bool = True,
-                  ) -> list[VideoResult]:
+                  mirror: bool = False) -> list[VideoResult]:
     """One :class:`VideoResult` per video that has at least one complete clip (others are skipped, with a warning)."""
     was_training = net.training
     net.eval()
@@ -58,7 +121,7 @@ def predict_split(net: DJLDMLNet, store: ClipStore, videos: list, clips_per_vide
             skipped += 1
             continue
         clips = np.stack([store.read_clip(video.video_id, int(s), clip_length, stride) for s in starts])
-        dists = clip_distributions(net, clips, batch_size=batch_size, amp=amp)
+        dists = clip_distributions(net, clips, batch_size=batch_size, amp=amp, mirror=mirror)
         fps = getattr(video, "fps", 0.0) or 0.0
         times = np.asarray(starts, np.float64) / fps if fps > 0 else None
         results.append(VideoResult(video.video_id, getattr(video, "subject", None), float(video.bdi),
@@ -121,7 +184,7 @@ def write_predictions(results: list[VideoResult], split: str, path: Path) -> Non
                     "interval_high", "severity_true", "severity_predicted", "n_clips"])
         for r in results:
             p = r.prediction
-            w.writerow([r.video_id, r.subject or "", split, f"{r.true:g}", f"{p.score:.4f}",
+            w.writerow([r.video_id, r.subject or "", split, f"{r.true:g}", f"{p.score:.6f}",
                         f"{abs(p.score - r.true):.4f}", f"{p.std:.4f}", p.interval[0], p.interval[1],
                         labels.severity_of(r.true), p.severity, r.n_clips])
 
@@ -129,13 +192,14 @@ def write_predictions(results: list[VideoResult], split: str, path: Path) -> Non
 def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None = None, split: str = "test",
              out_dir: str | Path | None = None, clips_per_video: int | None = None, batch_size: int | None = None,
              n_bootstrap: int = 1000, seed: int = 0, device: str = "auto", amp: bool = False, plots: bool = True,
-             progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``model`` on ``split`` of ``data``; write predictions.csv, metrics.json and plots; return the metrics.
+             progress: bool = True, videos: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` on ``split``; write predictions.csv, metrics.json and plots; return the metrics.
 
-    ``model``: a run directory (its best.pt; its config.json gives the defaults for ``data``, the clip settings
-    and ``clips_per_video``, and its metrics.jsonl the learning curves), a training checkpoint, a djldml model
-    file, or a network. ``data``: a prepared-dataset root or an object with its interface. ``amp``: float16
-    autocast on CUDA — use it only if the served model runs so too (``trainer export --amp``).
+    ``videos``: a dataset source (CSV manifest or AVEC root, as for ``trainer prepare``) whose raw videos are
+    scored through the service's path (module docstring); ``model`` is then a .mar, a run directory or a
+    checkpoint. Otherwise the store path: ``data`` is a prepared-dataset root or an object with its interface
+    (default: the run's), ``model`` also may be a model file or a network. ``amp``: float16 autocast on CUDA
+    (store path only) — use it only if the served model runs so too (``trainer export --amp``).
     """
     from . import plots as plotting
     from .config import TrainConfig, read_run_config
@@ -143,33 +207,60 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
 
     run_dir = Path(model) if isinstance(model, str | Path) and Path(model).is_dir() else None
     cfg = (read_run_config(run_dir) if run_dir else None) or TrainConfig()
-    net = model if isinstance(model, DJLDMLNet) else load_net(model, resolve_device(device))
-    if data is None:
-        if run_dir is None or read_run_config(run_dir) is None:
-            raise ValueError("say which dataset to evaluate on (data=...)")
-        data = cfg.data
-    store = open_store(data) if isinstance(data, str | Path) else data
     out = Path(out_dir) if out_dir else (run_dir / f"eval-{split}" if run_dir else Path("runs") / f"eval-{split}")
     out.mkdir(parents=True, exist_ok=True)
-    k = clips_per_video or cfg.eval_clips_per_video
     notes: list[str] = []
+    if videos is not None:
+        from .manifest import discover
 
-    shared = shared_subjects(store, split)
+        if isinstance(model, DJLDMLNet):
+            raise ValueError("scoring raw videos needs a .mar, a run directory or a checkpoint, not a bare network")
+        scorer = scoring_model(model, resolve_device(device))
+        _, source = discover(videos)
+        chosen = [v for v in source if v.split == split]
+        train_labels = np.array([v.bdi for v in source if v.split == "train"], np.float64)
+        shared = ({v.subject for v in source if v.split == "train" and v.subject}
+                  & {v.subject for v in chosen if v.subject}) if split != "train" else set()
+        if not chosen:
+            raise ValueError(f"the source has no {split!r} videos")
+        results, refused = predict_videos(scorer, chosen, progress)
+        selection = scorer.preprocessing.get("selection") or {}
+        k = selection.get("max_clips")
+        path_info = {"name": "service", "model_from": scorer.source, "mirror_average": scorer.mirror,
+                     "fps": (scorer.preprocessing.get("face_config") or {}).get("fps"), "selection": selection,
+                     "refused": dict(refused)}
+        if refused:
+            notes.append(f"{sum(refused.values())} {split} video(s) the service would refuse were not scored: "
+                         f"{dict(refused)}")
+        n_videos = len(chosen)
+    else:
+        net = model if isinstance(model, DJLDMLNet) else load_net(model, resolve_device(device))
+        if data is None:
+            if run_dir is None or read_run_config(run_dir) is None:
+                raise ValueError("say which dataset to evaluate on (data=...)")
+            data = cfg.data
+        store = open_store(data) if isinstance(data, str | Path) else data
+        k = clips_per_video or cfg.eval_clips_per_video
+        shared = shared_subjects(store, split)
+        chosen = store.split(split)
+        if not chosen:
+            raise ValueError(f"the dataset has no {split!r} videos")
+        results = predict_split(net, store, chosen, k, cfg.clip_length, cfg.clip_stride,
+                                batch_size or cfg.eval_batch_size, amp, progress, cfg.test_time_mirror)
+        train_labels = np.array([v.bdi for v in store.split("train")], np.float64)
+        path_info = {"name": "store", "mirror_average": cfg.test_time_mirror,
+                     "note": "clips evenly spaced in the prepared face store: for model selection; "
+                             "`--videos` gives the service's figures"}
+        if len(results) < len(chosen):
+            notes.append(f"{len(chosen) - len(results)} {split} video(s) without a complete clip were left out")
+        n_videos = len(chosen)
     if shared:
-        notes.append(f"{len(shared)} subject(s) appear in both train and {split}: the figures are optimistic for "
-                     "new people")
-    videos = store.split(split)
-    if not videos:
-        raise ValueError(f"the dataset has no {split!r} videos")
-    results = predict_split(net, store, videos, k, cfg.clip_length, cfg.clip_stride,
-                            batch_size or cfg.eval_batch_size, amp, progress)
+        notes.insert(0, f"{len(shared)} subject(s) appear in both train and {split}: the figures are optimistic "
+                        "for new people")
     if not results:
-        raise ValueError(f"no {split!r} video has a complete clip")
-    if len(results) < len(videos):
-        notes.append(f"{len(videos) - len(results)} {split} video(s) without a complete clip were left out")
+        raise ValueError(f"no {split!r} video could be scored")
     true = np.array([r.true for r in results])
     preds = {"model": np.array([r.predicted for r in results])}
-    train_labels = np.array([v.bdi for v in store.split("train")], np.float64)
     baseline_values: dict[str, float] = {}
     if len(train_labels):
         baseline_values = {"train_mean": float(train_labels.mean()), "train_median": float(np.median(train_labels))}
@@ -179,7 +270,8 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
     intervals = bootstrap_intervals(true, preds, n_bootstrap, seed, "train_mean" if baseline_values else None)
 
     metrics: dict[str, Any] = {
-        "split": split, "n_videos": len(results), "clips_per_video": k,
+        "split": split, "n_videos": len(results), "n_videos_in_split": n_videos, "clips_per_video": k,
+        "path": path_info,
         "model": {**point_metrics(true, preds["model"]), **intervals["model"]},
         "baselines": {name: {"value": value, **point_metrics(true, preds[name]), **intervals[name]}
                       for name, value in baseline_values.items()},
@@ -200,7 +292,12 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
 def format_report(metrics: dict[str, Any]) -> str:
     """A few lines for the terminal: the model beside the baselines, with intervals (no per-video scores)."""
     rows = [("model", metrics["model"])] + list(metrics["baselines"].items())
+    path = metrics.get("path") or {"name": "store"}
+    how = ("the service's path: raw videos → face pipeline → clips chosen as the model card says (the figure to "
+           "report)" if path["name"] == "service" else
+           "the prepared face store (fast, for model selection; not the service's clips — use --videos)")
     lines = [f"{metrics['split']}: {metrics['n_videos']} videos, ≤{metrics['clips_per_video']} clips each",
+             f"scored on {how}",
              f"{'':14}{'MAE':>8} {'95% CI':>16}  {'RMSE':>8} {'95% CI':>16}  {'r':>6}"]
     for name, m in rows:
         r = "—" if m["pearson_r"] is None else f"{m['pearson_r']:.3f}"

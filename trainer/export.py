@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from djldml.errors import ModelError
+from djldml.faces.provenance import selection
 from djldml.model_card import CARD_FILENAME, ModelCard, file_sha256
 from djldml.model_file import FORMAT, MODEL_FILENAME, load_model
 
@@ -42,8 +43,11 @@ MAX_BATCH_DELAY_MS = 20
 RESPONSE_TIMEOUT_S = 120
 
 
+CLIP_BATCH = 16  # clips per network forward in the handler (model-config.yaml handler.clip_batch)
+
+
 def model_config_yaml(batch_size: int = BATCH_SIZE, max_batch_delay_ms: int = MAX_BATCH_DELAY_MS,
-                      clip_batch: int = 16, amp: bool = False) -> str:
+                      clip_batch: int = CLIP_BATCH, amp: bool = False) -> str:
     """TorchServe's per-model config (packed as model-config.yaml); ``handler:`` is read by our handler."""
     return (f"batchSize: {batch_size}\nmaxBatchDelay: {max_batch_delay_ms}\nresponseTimeout: {RESPONSE_TIMEOUT_S}\n"
             f"handler:\n  clip_batch: {clip_batch}\n  amp: {'true' if amp else 'false'}\n")
@@ -136,7 +140,14 @@ def training_preprocessing(training: dict[str, Any]) -> dict[str, Any]:
             if train_key in training:
                 face_config[key] = training[train_key]
         record = {**record, "face_config": face_config}
+        if training.get("eval_clips_per_video"):  # the selection the evaluation used: the service uses it too
+            record["selection"] = selection(int(training["eval_clips_per_video"]))
     return record
+
+
+def training_inference(training: dict[str, Any]) -> dict[str, Any]:
+    """The card's ``inference`` section: how the evaluation computed clip distributions beyond the network."""
+    return {"mirror_average": bool(training.get("test_time_mirror", False))}
 
 
 def _archiver() -> list[str]:
@@ -168,6 +179,8 @@ def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name:
         fields["metrics"] = {"dev": facts["dev"], "best_epoch": facts.get("epoch")}
     if not fields.get("preprocessing"):
         fields["preprocessing"] = training_preprocessing(fields.get("training") or {})
+    if not fields.get("inference"):
+        fields["inference"] = training_inference(fields.get("training") or {})
     fields.update(name=name, version=str(version), net_config=model["net_config"])
     fields.setdefault("synthetic_demo", False)
     fields.pop("created", None)  # stamped now

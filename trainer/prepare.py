@@ -76,9 +76,12 @@ class PrepareResult:
 
 
 def face_config_for(args: Any | None = None) -> FaceConfig:
-    """The trainer's face settings: every frame, no clip limit (clips are cut at training time)."""
-    detect_every = getattr(args, "detect_every", None) or FaceConfig().detect_every
-    return FaceConfig(max_clips=None, detect_every=detect_every)
+    """The trainer's face settings: every frame of the clip timeline (``--fps``: the rate the model will be
+    trained at, recorded in its card), no clip limit (clips are cut at training time)."""
+    defaults = FaceConfig()
+    detect_every = getattr(args, "detect_every", None) or defaults.detect_every
+    fps = getattr(args, "fps", None) or defaults.fps
+    return FaceConfig(max_clips=None, detect_every=detect_every, fps=fps)
 
 
 def _done(path: Path, config_dict: dict) -> FaceFile | None:
@@ -94,7 +97,7 @@ def _done(path: Path, config_dict: dict) -> FaceFile | None:
 
 def _write_face_file(video: SourceVideo, path: Path, config: FaceConfig, config_dict: dict, codec: str) -> None:
     frames = iter_aligned_frames(video.path, config)
-    with FaceFileWriter(path, frames.info.fps, codec=codec) as writer:
+    with FaceFileWriter(path, config.fps, codec=codec) as writer:  # the store holds the clip timeline
         for af in frames:
             writer.add(af.time, af.face)
         report = frames.report.to_dict() if frames.report is not None else {}
@@ -237,6 +240,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codec", choices=CODECS, default="h264",
                         help="face storage: h264 (compact, default) or jpeg (8× larger, faster random reads)")
     parser.add_argument("--detect-every", type=int, default=None, help="run the detector every k-th frame")
+    parser.add_argument("--fps", type=float, default=None,
+                        help=f"frame rate of the clip timeline every video is resampled to (default "
+                             f"{FaceConfig().fps:g}); a model trained on it is served at it")
     parser.add_argument("--no-progress", action="store_true")
 
 

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-clips", type=int, default=FaceConfig.max_clips, help="service mode: at most this many")
     p.add_argument("--all", action="store_true", help="trainer mode: every clip (ignores --max-clips)")
     p.add_argument("--stride", type=int, default=1, help="temporal stride inside a clip")
+    p.add_argument("--fps", type=float, default=FaceConfig.fps,
+                   help="frame rate of the clip timeline the video is resampled to (a model's card says its own)")
     p.add_argument("--detect-every", type=int, default=FaceConfig.detect_every)
     p.add_argument("--detect-width", type=int, default=FaceConfig.detect_width)
     p.add_argument("--max-duration", type=float, default=FaceConfig.max_duration_s, help="seconds")
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     config = FaceConfig(
         max_clips=None if args.all else args.max_clips,
         temporal_stride=args.stride,
+        fps=args.fps,
         detect_every=args.detect_every,
         detect_width=args.detect_width,
         max_duration_s=args.max_duration,

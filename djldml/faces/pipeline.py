@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from ..clips import ClipMeta, FaceClips, QualityReport
-from ..errors import NoFace, TooFewFaceClips
+from ..errors import NoFace, TooFewFaceClips, VideoTooShort
 from . import detect as detector
 from .align import alignment_matrices, shifted, source_region, warp
 from .config import FaceConfig
@@ -89,6 +89,10 @@ class _Session:
         self.s2d = stored_to_display(self.info.rotation, self.info.stored_width, self.info.stored_height)
         self.converter = FrameConverter(self.info.rotation, config.detect_width)
         self.timeline = Timeline(config.fps, self.info.table, self.info.duration_s, self.info.fps)
+        if self.timeline.n_frames < config.clip_span:  # e.g. 16 frames at 60 fps are 8 frames of a 30 fps clip
+            raise VideoTooShort(
+                f"{self.info.duration_s:.2f} s gives {self.timeline.n_frames} frames at {config.fps:g} fps: a clip "
+                f"needs {config.clip_span}", frames=self.timeline.n_frames, duration_s=round(self.info.duration_s, 3))
         self.frames_decoded = 0  # source frames out of the decoder
         self.timeline_frames = 0  # resampled frames produced from them
         self.previous: detector.Face | None = None  # the interviewee at the last successful detection

@@ -1,8 +1,9 @@
 """In-process backend: loads the same .mar TorchServe serves and runs the handler's own code on it.
 
 The embedded default (no TorchServe). It calls ``service.torchserve_handler.inference`` — the function the
-TorchServe worker runs — with the archive's handler knobs (clip batch, AMP), so both backends compute the
-same numbers for the same clips. Only the HTTP wire format (.npy body, JSON answer) is skipped.
+TorchServe worker runs — with the archive's handler knobs (clip batch, AMP) and the card's mirror averaging, so
+both backends compute the same numbers for the same clips. Only the HTTP wire format (.npy body, JSON answer) is
+skipped.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from djldml.clips import CLIP_SHAPE, validate_clips
 from djldml.errors import DJLDMLError, ModelError
-from djldml.inference import DEFAULT_BATCH
+from djldml.inference import DEFAULT_BATCH, mirror_average
 
 from .. import torchserve_handler as handler
 from ..model_archive import open_archive
@@ -35,6 +36,7 @@ class InProcessBackend:
         knobs = self.archive.handler_knobs
         self.batch_size = int(knobs.get("clip_batch", DEFAULT_BATCH))
         self.amp = bool(knobs.get("amp", False)) and self.device.type == "cuda"
+        self.mirror = mirror_average(self.archive.card.inference)
         self.net = self.archive.load_network(self.device)
         self._lock = threading.Lock()  # one forward at a time: the embedded pool may call from several threads
 
@@ -43,7 +45,7 @@ class InProcessBackend:
         if clips.shape[1:] != CLIP_SHAPE:
             raise ModelError(f"clips must be [N, {', '.join(map(str, CLIP_SHAPE))}], got {list(clips.shape)}")
         with self._lock:
-            (result,) = handler.inference(self.net, [clips], self.batch_size, self.amp)
+            (result,) = handler.inference(self.net, [clips], self.batch_size, self.amp, self.mirror)
         if isinstance(result, DJLDMLError):  # pragma: no cover - inference passes only parse errors through
             raise result
         return np.asarray(result, dtype=np.float64)

@@ -21,8 +21,9 @@ import numpy as np
 from djldml import labels
 from djldml.clips import clips_to_bytes, validate_clips
 from djldml.errors import ModelError
+from djldml.model_card import ModelCard
 
-from ..model_archive import open_archive
+from ..model_archive import info_from_card, open_archive
 from .base import BackendUnavailable, ModelInfo
 
 #: TorchServe's default max_request_size; raise both together (docker/config.properties and this setting).
@@ -132,10 +133,10 @@ class TorchServeBackend:
             card = json.loads(card) if isinstance(card, str) else card
         except (httpx.HTTPError, ValueError, IndexError) as exc:
             raise BackendUnavailable(f"cannot describe model {self.model_name} ({exc.__class__.__name__})") from None
-        extra = {k: card.get(k) for k in ("created", "net_config", "training", "metrics", "data", "model_sha256")}
-        return ModelInfo(name=card.get("name", self.model_name), version=str(card.get("version", "")),
-                         sha256="", synthetic_demo=bool(card.get("synthetic_demo", False)),
-                         description=card.get("description", ""), extra=extra)
+        try:
+            return info_from_card(ModelCard.from_dict(card))
+        except ModelError as exc:
+            raise BackendUnavailable(f"model {self.model_name} describes itself badly ({exc.message})") from None
 
     def close(self) -> None:
         self._client.close()

@@ -204,6 +204,7 @@ def test_queue_down_at_enqueue_is_503_and_leaves_nothing(make_client, monkeypatc
 
 
 def test_models_says_whether_faces_are_made_as_in_training(make_client, caplog):
+    from djldml.faces import FaceConfig
     from djldml.faces.provenance import preprocessing
 
     class RecordingBackend(FakeBackend):
@@ -216,23 +217,42 @@ def test_models_says_whether_faces_are_made_as_in_training(make_client, caplog):
             info.extra["preprocessing"] = self.record
             return info
 
-    trained = preprocessing(processing.face_config(Settings(clip_stride=2)))
-    same = make_client(RecordingBackend(trained), clip_stride=2).get("/models").json()["models"][0]
+    # The service cuts clips as the card records (clip geometry in time, selection), so a fresh card matches.
+    trained = preprocessing(FaceConfig(fps=25.0, temporal_stride=2, max_clips=16))
+    same = make_client(RecordingBackend(trained)).get("/models").json()["models"][0]
     assert same["preprocessing"]["matches"] is True and same["preprocessing"]["differences"] == []
     assert same["preprocessing"]["recorded"]["face_config"]["temporal_stride"] == 2
+    served = processing.face_config(Settings(), {"preprocessing": trained})
+    assert (served.fps, served.temporal_stride, served.max_clips) == (25.0, 2, 16)
 
+    # What the service cannot follow (another library version) is a difference, said at start-up too.
+    older = {**trained, "libraries": {**trained["libraries"], "opencv": "3.4.0"}}
     with caplog.at_level("WARNING", logger="service.gateway"):
-        other = make_client(RecordingBackend(trained)).get("/models").json()["models"][0]
+        other = make_client(RecordingBackend(older)).get("/models").json()["models"][0]
     assert other["preprocessing"]["matches"] is False
-    assert other["preprocessing"]["differences"] == ["face_config.temporal_stride: trained 2, serving 1"]
-    assert "temporal_stride: trained 2, serving 1" in caplog.text  # said once at start-up
+    assert len(other["preprocessing"]["differences"]) == 1
+    assert other["preprocessing"]["differences"][0].startswith("opencv: trained with 3.4.0, serving with ")
+    assert "opencv: trained with 3.4.0" in caplog.text  # said once at start-up
 
     # Each result says so too, beside the model it came from (without the whole record).
-    c = make_client(RecordingBackend(trained))
+    c = make_client(RecordingBackend(older))
     r = c.post("/predict", files={"video": ("v.mp4", video_bytes(), "video/mp4")})
     assert r.status_code == 200, r.text
-    assert r.json()["model"]["preprocessing"] == {"matches": False, "recorded": None,
-                                                  "differences": ["face_config.temporal_stride: trained 2, serving 1"]}
+    check = r.json()["model"]["preprocessing"]
+    assert check["matches"] is False and check["recorded"] is None and len(check["differences"]) == 1
+
+    # A card from before the clip contract in time (no fps, no selection) cannot promise the same clips.
+    legacy = {**trained, "face_config": {k: v for k, v in trained["face_config"].items() if k != "fps"}}
+    legacy.pop("selection")
+    old_card = make_client(RecordingBackend(legacy)).get("/models").json()["models"][0]["preprocessing"]
+    assert old_card["matches"] is False
+    assert any("no clip frame rate" in d for d in old_card["differences"])
+    assert any("no clip selection" in d for d in old_card["differences"])
+
+    # An operator's DJLDML_MAX_CLIPS overrides the card's selection, and says so.
+    overridden = make_client(RecordingBackend(trained), max_clips=4).get("/models").json()["models"][0]
+    assert overridden["preprocessing"]["matches"] is False
+    assert any("DJLDML_MAX_CLIPS=4" in d for d in overridden["preprocessing"]["differences"])
 
     unknown = make_client(FakeBackend()).get("/models").json()["models"][0]
     assert unknown["preprocessing"]["matches"] is None and len(unknown["preprocessing"]["differences"]) == 1

@@ -13,8 +13,7 @@ import zipfile
 
 import pytest
 
-from djldml.faces import FaceConfig
-from djldml.faces.provenance import differences, preprocessing
+from djldml.faces.provenance import SELECTION_METHOD, differences, preprocessing, scoring_config
 from trainer.demo import run_demo
 from trainer.store import PreparedDataset
 from trainer.synth import SynthConfig
@@ -42,6 +41,12 @@ def test_synth_prepare_train_evaluate_export(tmp_path):
     assert card["synthetic_demo"] is True and "SYNTHETIC" in card["description"]
     assert card["data"]["synthetic"] is True and card["net_config"]["width"] == 0.0625
     assert card["metrics"]["test_synthetic"]["model"]["mae"] == pytest.approx(model_mae)
-    # The card records how the training faces were made, and the service's default settings make them the same way.
-    assert differences(card["preprocessing"], preprocessing(FaceConfig())) == []
+    # The card records the clip contract in time — the synthetic videos' 25 fps, the evaluation's clip selection
+    # and mirror averaging — and the service, cutting clips as the card says, makes them the same way.
+    served = scoring_config(card["preprocessing"])
+    assert differences(card["preprocessing"], preprocessing(served)) == []
     assert card["preprocessing"]["face_config"]["clip_length"] == 16
+    assert card["preprocessing"]["face_config"]["fps"] == served.fps == SYNTH.fps
+    assert card["preprocessing"]["selection"] == {"method": SELECTION_METHOD, "max_clips": 32}
+    assert card["inference"] == {"mirror_average": True}
+    assert metrics["path"]["name"] == "store" and metrics["path"]["mirror_average"] is True

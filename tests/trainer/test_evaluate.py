@@ -71,7 +71,7 @@ def test_evaluate_uses_the_service_prediction_path(model_path, tmp_path):
     for video, row in zip(data.split("test"), rows, strict=True):
         starts = evenly_spaced(data.clip_starts(video.video_id), 3)
         clips = np.stack([data.read_clip(video.video_id, int(s)) for s in starts])
-        pred = predict_video(clip_distributions(net, clips))
+        pred = predict_video(clip_distributions(net, clips, mirror=True))  # test_time_mirror is on by default
         assert row["video_id"] == video.video_id and int(row["n_clips"]) == len(starts) == 3
         assert float(row["bdi_predicted"]) == pytest.approx(pred.score, abs=1e-4)
         assert row["severity_predicted"] == pred.severity

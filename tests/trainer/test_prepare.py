@@ -44,7 +44,8 @@ def test_usable_videos_in_manifest_others_reported(prepared):
     assert [(v.video_id, v.bdi, v.split, v.subject) for v in ds.videos] == [("v_a", 10, "train", "p1"),
                                                                               ("v_b", 20, "test", "p2")]
     a = ds.record("v_a")
-    assert a.n_frames == 30 and a.n_faces > 25 and a.fps == pytest.approx(25.0)
+    # 30 frames at 25 fps (the last starting at 1.16 s) become 36 frames of the 30 fps clip timeline
+    assert a.n_frames == 36 and a.n_faces > 30 and a.fps == pytest.approx(30.0)
     report = json.loads((out / "prepare_report.json").read_text())
     assert report["not_usable"] == {"v_empty": "too_few_face_clips", "v_text": "not_a_video",
                                     "v_gone": "file_not_found"}
@@ -62,7 +63,7 @@ def test_stored_faces_equal_the_pipeline_faces(prepared, source):
     clip = ds.read_clip("v_a", start)
     want = np.stack(direct[start : start + 16])
     assert cv2.PSNR(clip, want) > 30
-    np.testing.assert_allclose(ds.frame_times("v_a")[:3], [0, 0.04, 0.08], atol=1e-6)
+    np.testing.assert_allclose(ds.frame_times("v_a")[:3], [0, 1 / 30, 2 / 30], atol=1e-6)  # the 30 fps timeline
 
 
 def test_rerun_skips_done_videos(prepared, source, monkeypatch):
