@@ -102,70 +102,20 @@ class SynthScene:
         return video if self.noise else replace(video, subject=replace(video.subject, noise=0.0))
 
     @cached_property
-    def _fixed(self) -> dict:
-        """Everything that does not depend on time, drawn exactly as render_frames draws it."""
-        from trainer import synth
+    def _renderer(self):
+        from trainer.synth import SceneRenderer
 
-        video, s = self.plan, self.plan.subject
-        w, h = self.size
-        drift = np.random.default_rng(video.drift_seed)
-        periods = drift.uniform(3.0, 7.0, 4)
-        phases = drift.uniform(0, 2 * np.pi, 4)
-        noise = np.random.default_rng([video.drift_seed, 1])
-        bank = noise.standard_normal((16, h, w, 3), dtype=np.float32) * np.float32(s.noise) if s.noise > 0 else None
-        return {
-            "sprite": synth.base_sprite(s.base, s.carphone_frame),
-            "fields": synth._movement_fields(),
-            "alpha": synth._alpha(),
-            "background": synth._background(w, h, s.background_seed),
-            "periods": periods,
-            "phases": phases,
-            "bank": bank,
-        }
+        return SceneRenderer(self.plan, self.size)
 
     def render(self, t: float) -> np.ndarray:
-        from trainer import synth
-
-        video, s, f = self.plan, self.plan.subject, self._fixed
-        w, h = self.size
-        xs, ys, jaw, smile, brow, lids = f["fields"]
-        eye_dist_sprite = float(synth.SPRITE_LANDMARKS[1, 0] - synth.SPRITE_LANDMARKS[0, 0])
-        # From here on, the body of trainer.synth.render_frames for one frame at time t.
-        d_mouth = s.mouth_amplitude * synth.triangle(video.frequency * t + video.mouth_phase)
-        d_smile = s.smile_amplitude * synth.triangle(video.frequency * t + video.smile_phase)
-        d_brow = s.brow_amplitude * synth.triangle(video.frequency * t + video.brow_phase)
-        map_x = xs - np.float32(d_smile) * smile
-        map_y = ys - np.float32(d_mouth) * jaw - np.float32(d_brow) * brow
-        face = cv2.remap(f["sprite"], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        face = face.astype(np.float32)
-        closed = 0.5 * (1.0 + synth.triangle(video.frequency * t + video.lid_phase))
-        face *= 1.0 - np.float32(s.lid_depth * closed) * lids
-        face = (face - 128.0) * s.contrast + 128.0 + s.brightness
-        face *= np.array(s.gain, np.float32)
-        wobble = np.sin(2 * np.pi * t / f["periods"] + f["phases"])
-        scale = s.eye_distance * w / eye_dist_sprite * (1 + 0.03 * wobble[0])
-        cx = (s.centre[0] + 0.03 * wobble[1]) * w
-        cy = (s.centre[1] + 0.02 * wobble[2]) * h
-        m = cv2.getRotationMatrix2D((synth.SPRITE_W / 2, synth.SPRITE_H / 2), 4.0 * wobble[3], scale)
-        m[:, 2] += (cx - synth.SPRITE_W / 2, cy - synth.SPRITE_H / 2)
-        sw, sh = synth.SPRITE_W, synth.SPRITE_H
-        corners = np.array([[0, 0, 1], [sw, 0, 1], [0, sh, 1], [sw, sh, 1]]) @ m.T
-        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
-        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (w, h))
-        m_box = m.copy()
-        m_box[:, 2] -= (x0, y0)
-        rgba = np.dstack([face, f["alpha"]])
-        warped = cv2.warpAffine(rgba, m_box, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT)
-        img = f["background"].copy()
-        a = warped[:, :, 3:4]
-        img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + warped[:, :, :3] * a
-        if f["bank"] is not None:
+        renderer = self._renderer
+        pick = None
+        if renderer.bank is not None:
             # A noise frame chosen by the time (microseconds), not by a sequential draw: frames at equal times
             # in two captures get equal noise, whatever else was rendered.
-            pick = np.random.default_rng([video.drift_seed, 2, int(round(t * 1e6))]).integers(len(f["bank"]))
-            img += f["bank"][pick]
-        return np.clip(img, 0, 255).astype(np.uint8)
+            rng = np.random.default_rng([self.plan.drift_seed, 2, int(round(t * 1e6))])
+            pick = int(rng.integers(len(renderer.bank)))
+        return renderer.render(t, noise_pick=pick)
 
 
 @dataclass(frozen=True)

@@ -263,26 +263,39 @@ def _background(w: int, h: int, seed: int) -> np.ndarray:
 # --- rendering --------------------------------------------------------------------------------------------------
 
 
-def render_frames(video: VideoPlan, config: SynthConfig):
-    """Yield the video's frames, uint8 RGB [H, W, 3]."""
-    s = video.subject
-    w, h = config.size
-    n = max(1, int(round(config.seconds * config.fps)))
-    sprite = base_sprite(s.base, s.carphone_frame)
-    xs, ys, jaw, smile, brow, lids = _movement_fields()
-    alpha = _alpha()
-    background = _background(w, h, s.background_seed)
-    drift = np.random.default_rng(video.drift_seed)
-    # Slow head motion (periods 3–7 s): moves, scales and rolls the whole head; the face alignment undoes it.
-    periods = drift.uniform(3.0, 7.0, 4)
-    phases = drift.uniform(0, 2 * np.pi, 4)
-    # Sensor noise: a bank of 16 noise frames drawn once, one picked at random per frame (drawing 100 full
-    # frames of Gaussian noise was the slowest part of rendering).
-    noise = np.random.default_rng([video.drift_seed, 1])
-    bank = noise.standard_normal((16, h, w, 3), dtype=np.float32) * np.float32(s.noise) if s.noise > 0 else None
-    eye_dist_sprite = float(SPRITE_LANDMARKS[1, 0] - SPRITE_LANDMARKS[0, 0])
-    for i in range(n):
-        t = i / config.fps
+class SceneRenderer:
+    """One synthetic video as a function of time: ``render(t, noise_pick)`` → uint8 RGB [H, W, 3].
+
+    Everything that does not depend on time (sprite, movement fields, background, the head's slow drift, the
+    bank of sensor-noise frames) is drawn once here. :func:`render_frames` walks it at the video's frame rate;
+    tests render the same scene at other rates (tests/capture.py).
+    """
+
+    def __init__(self, video: VideoPlan, size: tuple[int, int]):
+        s = video.subject
+        self.video, self.size = video, size
+        w, h = size
+        self.sprite = base_sprite(s.base, s.carphone_frame)
+        self.fields = _movement_fields()
+        self.alpha = _alpha()
+        self.background = _background(w, h, s.background_seed)
+        drift = np.random.default_rng(video.drift_seed)
+        # Slow head motion (periods 3–7 s): moves, scales and rolls the whole head; the face alignment undoes it.
+        self.periods = drift.uniform(3.0, 7.0, 4)
+        self.phases = drift.uniform(0, 2 * np.pi, 4)
+        # Sensor noise: a bank of 16 noise frames drawn once, one picked per frame (drawing 100 full frames of
+        # Gaussian noise was the slowest part of rendering).
+        self.noise = np.random.default_rng([video.drift_seed, 1])
+        self.bank = (self.noise.standard_normal((16, h, w, 3), dtype=np.float32) * np.float32(s.noise)
+                     if s.noise > 0 else None)
+
+    def render(self, t: float, noise_pick: int | None = None) -> np.ndarray:
+        """The frame at ``t`` seconds; ``noise_pick``: which noise frame of the bank (default: the next draw of
+        the video's own noise generator, as :func:`render_frames` does)."""
+        video, s = self.video, self.video.subject
+        w, h = self.size
+        xs, ys, jaw, smile, brow, lids = self.fields
+        eye_dist_sprite = float(SPRITE_LANDMARKS[1, 0] - SPRITE_LANDMARKS[0, 0])
         # Score-dependent movement: the only place where the score enters.
         d_mouth = s.mouth_amplitude * triangle(video.frequency * t + video.mouth_phase)
         d_smile = s.smile_amplitude * triangle(video.frequency * t + video.smile_phase)
@@ -290,14 +303,15 @@ def render_frames(video: VideoPlan, config: SynthConfig):
         # Backward maps (output pixel ← input pixel), float32 as cv2.remap wants.
         map_x = xs - np.float32(d_smile) * smile
         map_y = ys - np.float32(d_mouth) * jaw - np.float32(d_brow) * brow
-        face = cv2.remap(sprite, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        face = cv2.remap(self.sprite, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        face = face.astype(np.float32)
         closed = 0.5 * (1.0 + triangle(video.frequency * t + video.lid_phase))  # 0 open … 1 fully "closed"
         face *= 1.0 - np.float32(s.lid_depth * closed) * lids
         # Per-subject appearance.
         face = (face - 128.0) * s.contrast + 128.0 + s.brightness
         face *= np.array(s.gain, np.float32)
         # Place the head: subject scale/position + slow drift.
-        wobble = np.sin(2 * np.pi * t / periods + phases)
+        wobble = np.sin(2 * np.pi * t / self.periods + self.phases)
         scale = s.eye_distance * w / eye_dist_sprite * (1 + 0.03 * wobble[0])
         cx = (s.centre[0] + 0.03 * wobble[1]) * w
         cy = (s.centre[1] + 0.02 * wobble[2]) * h
@@ -309,15 +323,22 @@ def render_frames(video: VideoPlan, config: SynthConfig):
         x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (w, h))
         m_box = m.copy()
         m_box[:, 2] -= (x0, y0)
-        rgba = np.dstack([face, alpha])
+        rgba = np.dstack([face, self.alpha])
         warped = cv2.warpAffine(rgba, m_box, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT)
-        img = background.copy()
+        img = self.background.copy()
         a = warped[:, :, 3:4]
         img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + warped[:, :, :3] * a
-        if bank is not None:
-            img += bank[noise.integers(len(bank))]
-        yield np.clip(img, 0, 255).astype(np.uint8)
+        if self.bank is not None:
+            img += self.bank[self.noise.integers(len(self.bank)) if noise_pick is None else noise_pick]
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def render_frames(video: VideoPlan, config: SynthConfig):
+    """Yield the video's frames, uint8 RGB [H, W, 3], at ``config.fps``."""
+    renderer = SceneRenderer(video, config.size)
+    for i in range(max(1, int(round(config.seconds * config.fps)))):
+        yield renderer.render(i / config.fps)
 
 
 def write_video(path: Path, frames, fps: float) -> None:
