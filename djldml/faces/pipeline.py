@@ -36,6 +36,7 @@ from .config import FaceConfig
 from .decode import (
     Deadline,
     DecodedFrame,
+    DecodeErrors,
     FrameConverter,
     SkipPlan,
     VideoInfo,
@@ -81,15 +82,17 @@ class _Session:
         self.stats = _Stats()
         self.info: VideoInfo = probe(self.path, config, self.deadline)
         self.stats.seconds["probe"] = time.perf_counter() - self.started
-        self.s2d = stored_to_display(self.info.rotation, self.info.stored_width, self.info.stored_height)
-        self.converter = FrameConverter(self.info.rotation, config.detect_width)
+        info = self.info
+        self.s2d = stored_to_display(info.rotation, info.stored_width, info.stored_height, info.hflip)
+        self.converter = FrameConverter(info.rotation, config.detect_width, info.hflip)
+        self.decode_errors = DecodeErrors()  # filled by decode_frames: corrupt packets, frames dropped after them
         self.frames_decoded = 0
         self.previous: detector.Face | None = None  # the interviewee at the last successful detection
         self._since_full = 0  # detections since the last one on the whole frame
 
     def frames(self, skip: SkipPlan | None = None) -> Iterator[DecodedFrame]:
         """The video's frames; with ``skip``, GOPs before ``skip.next_needed`` are not decoded."""
-        for df in decode_frames(self.path, self.config, self.deadline, self.info.table, skip):
+        for df in decode_frames(self.path, self.config, self.deadline, self.info.table, skip, self.decode_errors):
             self.frames_decoded += 1
             yield df
 
@@ -148,7 +151,8 @@ class _Session:
             fw, fh = df.frame.width, df.frame.height
             m = matrices[j]
             if (fw, fh) != (self.info.stored_width, self.info.stored_height):  # size changed mid-stream
-                m = alignment_matrices(landmarks[j : j + 1], size, stored_to_display(self.info.rotation, fw, fh))[0]
+                s2d = stored_to_display(self.info.rotation, fw, fh, self.info.hflip)
+                m = alignment_matrices(landmarks[j : j + 1], size, s2d)[0]
             x0, y0, x1, y1 = source_region(m, size, fw, fh)
             if x1 > x0 and y1 > y0:  # else the face lies outside the frame: black, as the warp's border
                 faces[j] = warp(self.converter.rgb_region(df.frame, x0, y0, x1, y1), shifted(m, x0, y0), size)
@@ -156,12 +160,36 @@ class _Session:
         self.stats.seconds["align"] += time.perf_counter() - t
         return faces
 
+    def corrections(self) -> dict:
+        """What decoding chose or corrected (see QualityReport.corrections); keys absent when nothing was."""
+        info, out = self.info, {}
+        if info.stream_chosen_by != "only":
+            out["stream"] = {"index": info.stream_index, "chosen_by": info.stream_chosen_by}
+        if info.color_range == "pc":
+            out["color_range"] = "pc"
+        if info.hflip:
+            out["display_flip"] = "horizontal"
+        if self.converter.deinterlaced or info.interlaced:
+            out["deinterlaced"] = True
+        if self.decode_errors.frames_dropped:
+            out["frames_after_decode_error"] = self.decode_errors.frames_dropped
+        if info.truncated is not None:
+            out["truncated"] = info.truncated
+        return out
+
     def report(self, clips_made: int, frames_with_face: int, mode: str) -> QualityReport:
         total = time.perf_counter() - self.started
         seconds = dict(self.stats.seconds)
         seconds["decode_and_other"] = max(0.0, total - sum(seconds.values()))
         seconds["total"] = total
         info = self.info
+        dropped = dict(self.stats.dropped)
+        after_error = self.decode_errors.frames_dropped
+        if after_error:
+            # Decoded but never yielded: the sampled walk counted them as not decoded; say why instead.
+            if "not_decoded" in dropped:
+                dropped["not_decoded"] -= min(after_error, dropped["not_decoded"])
+            dropped["after_decode_error"] = after_error
         return QualityReport(
             frames_decoded=self.frames_decoded,
             frames_with_face=frames_with_face,
@@ -171,7 +199,8 @@ class _Session:
             width=info.width,
             height=info.height,
             rotation=info.rotation,
-            dropped=dict(sorted(self.stats.dropped.items())),
+            dropped=dict(sorted(dropped.items())),
+            corrections=self.corrections(),
             detector={
                 **detector.describe(self.config),
                 "mode": mode,
