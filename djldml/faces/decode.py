@@ -145,20 +145,20 @@ class VideoInfo:
     hflip: bool = False  # the display matrix mirrors the picture (after ``rotation``): see stored_to_display
     color_range: str = "tv"  # "pc": full range (yuvj*, or color_range=JPEG), converted as such
     interlaced: bool = False  # the first frame is interlaced (deinterlaced when converted)
-    frames_declared: int = 0  # frame count from the container's index (mp4/mov), 0 when it has none
+    frames_declared: int = 0  # frame count from the mp4/mov index (its sample table); 0 for other containers
     header_duration_s: float | None = None  # the container header's claim: a hint, never trusted for limits
     demux_error: bool = False  # the demuxer stopped on an error before the end of the file
 
     @property
     def truncated(self) -> dict | None:
         """What is known of a file that ends before its declared content, or None. The evidence, strongest
-        first (``by``): "index", the container's index lists more frames than there are packets (a moov-first
+        first (``by``): "index", the mp4/mov index lists more frames than there are packets (a moov-first
         mp4 cut after its index); "demux_error", the demuxer stopped on an error; "header_duration", the header
-        declares a duration longer than the packets' by more than max(0.5 s, 10 %) — a cut Matroska or WebM
+        declares a duration longer than the packets' by more than max(0.3 s, 3 %) — a cut Matroska or WebM
         file, or a header that lies (a file cannot tell which; the frames read are what is scored either way).
         ``frames_expected`` is the index's count, else the declared duration × the average frame rate."""
         declared, read = self.header_duration_s, self.duration_s
-        long_header = declared is not None and declared > read + max(0.5, 0.1 * read)
+        long_header = declared is not None and declared > read + max(0.3, 0.03 * read)
         if self.frames_declared > self.n_frames:
             by, expected = "index", self.frames_declared
         elif self.demux_error or long_header:
@@ -301,7 +301,9 @@ def probe(path: str | Path, config: FaceConfig, deadline: Deadline | None = None
             table=_frame_table(all_pts, key_pts, tb),
             stream_index=stream.index,
             stream_chosen_by=chosen_by,
-            frames_declared=max(0, int(stream.frames or 0)),
+            # mp4/mov count samples in their index (stts); other containers' counts are not frame counts (AVI's is
+            # its length in stream ticks).
+            frames_declared=max(0, int(stream.frames or 0)) if container.format.name.startswith("mov") else 0,
             header_duration_s=header_s,
             demux_error=demux_error,
         )

@@ -27,7 +27,7 @@ from tests.faulty_media import (
     range_video,
     two_stream_video,
 )
-from tests.media import face_scene, face_video
+from tests.media import face_scene, face_video, make_truncated_copy
 
 from .truth import eye_errors
 
@@ -277,6 +277,28 @@ def test_a_cut_moov_first_mp4_is_scored_on_its_readable_part_and_flagged():
     assert 20 <= truncated["frames_read"] < 60
 
 
-def test_a_complete_file_is_not_flagged_as_truncated():
-    for path in (face_video(seconds=1.0, size=(320, 240)), face_video(seconds=1.0, size=(320, 240), container="mkv")):
-        assert "truncated" not in extract_face_clips(path).quality.corrections
+@pytest.mark.parametrize("fraction", [0.5, 0.8])
+def test_a_cut_matroska_file_is_flagged_by_its_header_duration(tmp_path, fraction):
+    # Matroska writes its Duration into the header at the end of writing: a cut file still declares it.
+    src = face_video(seconds=2.0, size=(320, 240), container="mkv")
+    path = make_truncated_copy(src, tmp_path / "cut.mkv", fraction)
+    result = extract_face_clips(path, DENSE)
+    truncated = result.quality.corrections["truncated"]
+    assert truncated["by"] == "header_duration" and truncated["duration_declared_s"] == pytest.approx(2.0, abs=0.05)
+    assert truncated["frames_expected"] == 60 and truncated["frames_read"] == result.quality.frames_decoded < 60
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"container": "mp4"},
+        {"container": "mkv"},
+        {"container": "webm", "codec": "vp9"},
+        {"container": "avi", "codec": "mpeg4"},  # AVI's header length is in stream ticks, not frames
+        {"container": "mp4", "vfr": True},
+    ],
+)
+def test_a_complete_file_is_not_flagged_as_truncated(kwargs):
+    path = face_video(seconds=2.0, size=(320, 240), **kwargs)
+    assert probe(path, FaceConfig()).truncated is None
+    assert "truncated" not in extract_face_clips(path).quality.corrections
