@@ -16,6 +16,7 @@ from djldml.faces.decode import (
     SkipPlan,
     _interpolate_lines,
     decode_frames,
+    display_orientation,
     stored_to_display,
 )
 from tests.faulty_media import (
@@ -229,6 +230,37 @@ def test_stored_to_display_with_a_flip_matches_fliplr_of_rot90(rotation):
     for y, x in [(0, 0), (29, 0), (0, 49), (17, 23)]:
         dx, dy = m @ [x, y, 1.0]
         assert shown[int(round(dy)), int(round(dx))] == stored[y, x]
+
+
+class _FrameWithMatrix:
+    """Stands in for a decoded frame carrying a display matrix (side data), for display_orientation."""
+
+    def __init__(self, matrix: list[int]):
+        self.side_data = {av.sidedata.sidedata.Type.DISPLAYMATRIX: np.asarray(matrix, "<i4").tobytes()}
+        self.rotation = None
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_display_orientation_follows_ffmpegs_matrix_convention(turns, flip):
+    """Every rotation, with and without a mirror: FFmpeg's display matrix [a b u; c d v; tx ty w] (16.16) maps a
+    stored pixel (x, y) to (a·x + c·y + tx, b·x + d·y + ty) (libavutil/display.h). The picture that mapping
+    gives must be the one display_orientation's (rotation, hflip) describes."""
+    one = 65536
+    a, b, c, d = [(one, 0, 0, one), (0, -one, one, 0), (-one, 0, 0, -one), (0, one, -one, 0)][turns]
+    if flip:  # mirror the displayed x: negate the first column
+        a, c = -a, -c
+    stored = np.arange(3 * 5).reshape(3, 5)
+    ys, xs = np.mgrid[:3, :5]
+    dx = (a * xs + c * ys) // one
+    dy = (b * xs + d * ys) // one
+    dx, dy = dx - dx.min(), dy - dy.min()
+    shown = np.zeros((dy.max() + 1, dx.max() + 1), stored.dtype)
+    shown[dy, dx] = stored
+    rotation, hflip = display_orientation(_FrameWithMatrix([a, b, 0, c, d, 0, 0, 0, 1 << 30]))
+    assert hflip == flip
+    expected = np.rot90(stored, rotation // 90)
+    np.testing.assert_array_equal(shown, np.fliplr(expected) if hflip else expected)
 
 
 @pytest.mark.parametrize("rotation", [0, 90])
