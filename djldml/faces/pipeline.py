@@ -40,6 +40,7 @@ from .config import FaceConfig
 from .decode import (
     Deadline,
     DecodedFrame,
+    DecodeErrors,
     FrameConverter,
     SkipPlan,
     VideoInfo,
@@ -86,13 +87,15 @@ class _Session:
         self.stats = _Stats()
         self.info: VideoInfo = probe(self.path, config, self.deadline)
         self.stats.seconds["probe"] = time.perf_counter() - self.started
-        self.s2d = stored_to_display(self.info.rotation, self.info.stored_width, self.info.stored_height)
-        self.converter = FrameConverter(self.info.rotation, config.detect_width)
-        self.timeline = Timeline(config.fps, self.info.table, self.info.duration_s, self.info.fps)
+        info = self.info
+        self.s2d = stored_to_display(info.rotation, info.stored_width, info.stored_height, info.hflip)
+        self.converter = FrameConverter(info.rotation, config.detect_width, info.hflip)
+        self.decode_errors = DecodeErrors()  # filled by decode_frames: corrupt packets, frames dropped after them
+        self.timeline = Timeline(config.fps, info.table, info.duration_s, info.fps)
         if self.timeline.n_frames < config.clip_span:  # e.g. 16 frames at 60 fps are 8 frames of a 30 fps clip
             raise VideoTooShort(
-                f"{self.info.duration_s:.2f} s gives {self.timeline.n_frames} frames at {config.fps:g} fps: a clip "
-                f"needs {config.clip_span}", frames=self.timeline.n_frames, duration_s=round(self.info.duration_s, 3))
+                f"{info.duration_s:.2f} s gives {self.timeline.n_frames} frames at {config.fps:g} fps: a clip "
+                f"needs {config.clip_span}", frames=self.timeline.n_frames, duration_s=round(info.duration_s, 3))
         self.frames_decoded = 0  # source frames out of the decoder
         self.timeline_frames = 0  # resampled frames produced from them
         self.previous: detector.Face | None = None  # the interviewee at the last successful detection
@@ -107,7 +110,7 @@ class _Session:
             yield df
 
     def _decoded(self, skip: SkipPlan | None) -> Iterator[DecodedFrame]:
-        for df in decode_frames(self.path, self.config, self.deadline, self.info.table, skip):
+        for df in decode_frames(self.path, self.config, self.deadline, self.info.table, skip, self.decode_errors):
             self.frames_decoded += 1
             yield df
 
@@ -166,7 +169,8 @@ class _Session:
             fw, fh = df.frame.width, df.frame.height
             m = matrices[j]
             if (fw, fh) != (self.info.stored_width, self.info.stored_height):  # size changed mid-stream
-                m = alignment_matrices(landmarks[j : j + 1], size, stored_to_display(self.info.rotation, fw, fh))[0]
+                s2d = stored_to_display(self.info.rotation, fw, fh, self.info.hflip)
+                m = alignment_matrices(landmarks[j : j + 1], size, s2d)[0]
             x0, y0, x1, y1 = source_region(m, size, fw, fh)
             if x1 > x0 and y1 > y0:  # else the face lies outside the frame: black, as the warp's border
                 faces[j] = warp(self.converter.rgb_region(df.frame, x0, y0, x1, y1), shifted(m, x0, y0), size)
@@ -175,16 +179,27 @@ class _Session:
         return faces
 
     def corrections(self) -> dict:
-        """What was chosen or corrected for this video (QualityReport.corrections)."""
-        out: dict = {}
+        """What was chosen or corrected for this video (QualityReport.corrections); keys absent when nothing was."""
+        info, out = self.info, {}
         timeline = self.timeline
-        if self.info.table is not None:
-            intervals = np.diff(self.info.table.pts) * self.info.table.time_base
-            variable = len(intervals) > 1 and float(intervals.max()) > 1.1 * float(np.median(intervals))
-        else:
-            variable = False
-        if variable or abs(self.info.fps - timeline.fps) > 1e-3 * timeline.fps:
-            out["frame_rate"] = {"from": round(self.info.fps, 3), "to": timeline.fps, "variable": bool(variable)}
+        variable = False
+        if info.table is not None and len(info.table.pts) > 2:
+            intervals = np.diff(info.table.pts) * info.table.time_base
+            variable = float(intervals.max()) > 1.1 * float(np.median(intervals))
+        if variable or abs(info.fps - timeline.fps) > 1e-3 * timeline.fps:
+            out["frame_rate"] = {"from": round(info.fps, 3), "to": timeline.fps, "variable": bool(variable)}
+        if info.stream_chosen_by != "only":
+            out["stream"] = {"index": info.stream_index, "chosen_by": info.stream_chosen_by}
+        if info.color_range == "pc":
+            out["color_range"] = "pc"
+        if info.hflip:
+            out["display_flip"] = "horizontal"
+        if self.converter.deinterlaced or info.interlaced:
+            out["deinterlaced"] = True
+        if self.decode_errors.frames_dropped:
+            out["frames_after_decode_error"] = self.decode_errors.frames_dropped
+        if info.truncated is not None:
+            out["truncated"] = info.truncated
         return out
 
     def report(self, clips_made: int, frames_with_face: int, mode: str) -> QualityReport:
@@ -193,6 +208,15 @@ class _Session:
         seconds["decode_and_other"] = max(0.0, total - sum(seconds.values()))
         seconds["total"] = total
         info = self.info
+        dropped = dict(self.stats.dropped)
+        after_error = self.decode_errors.frames_dropped  # source frames; the dropped counts are timeline frames
+        if after_error and abs(info.fps / self.timeline.fps - 1.0) > 1e-3:
+            after_error = int(round(after_error * self.timeline.fps / info.fps))
+        if after_error:
+            # Decoded but never yielded: the sampled walk counted them as not decoded; say why instead.
+            if "not_decoded" in dropped:
+                dropped["not_decoded"] -= min(after_error, dropped["not_decoded"])
+            dropped["after_decode_error"] = after_error
         return QualityReport(
             frames_decoded=self.frames_decoded,
             frames_with_face=frames_with_face,
@@ -202,7 +226,8 @@ class _Session:
             width=info.width,
             height=info.height,
             rotation=info.rotation,
-            dropped=dict(sorted(self.stats.dropped.items())),
+            dropped=dict(sorted(dropped.items())),
+            corrections=self.corrections(),
             detector={
                 **detector.describe(self.config),
                 "mode": mode,
@@ -213,7 +238,6 @@ class _Session:
                 "container": info.container,
             },
             timings_s={k: round(v, 4) for k, v in seconds.items()},
-            corrections=self.corrections(),
         )
 
 

@@ -3,7 +3,14 @@
 import copy
 
 from djldml.faces import FaceConfig
-from djldml.faces.provenance import differences, library_versions, preprocessing
+from djldml.faces.provenance import (
+    SELECTION_METHOD,
+    differences,
+    library_versions,
+    preprocessing,
+    scoring_config,
+    selection,
+)
 
 
 def test_the_record_names_settings_and_libraries():
@@ -17,7 +24,25 @@ def test_the_record_names_settings_and_libraries():
 
 
 def test_same_settings_and_libraries_match():
-    assert differences(preprocessing(FaceConfig(max_clips=None)), preprocessing(FaceConfig())) == []
+    # A prepared dataset's record (every clip) plus the selection `trainer export` adds = the service's record.
+    trained = {**preprocessing(FaceConfig(max_clips=None)), "selection": selection(32)}
+    assert differences(trained, preprocessing(FaceConfig())) == []
+    # Without the selection, the card cannot promise that the service scores clips chosen like its figures.
+    (line,) = differences(preprocessing(FaceConfig(max_clips=None)), preprocessing(FaceConfig()))
+    assert "no clip selection time-segments/2" in line
+
+
+def test_the_clip_contract_in_time_is_recorded_and_followed():
+    rec = preprocessing(FaceConfig(fps=25.0, temporal_stride=2, max_clips=12))
+    assert rec["face_config"]["fps"] == 25.0 and rec["selection"] == {"method": SELECTION_METHOD, "max_clips": 12}
+    served = scoring_config(rec, max_duration_s=60.0)
+    assert (served.fps, served.temporal_stride, served.max_clips, served.max_duration_s) == (25.0, 2, 12, 60.0)
+    assert differences(rec, preprocessing(served)) == []
+    legacy = copy.deepcopy(rec)
+    del legacy["face_config"]["fps"], legacy["selection"]
+    found = differences(legacy, preprocessing(scoring_config(legacy)))
+    assert len(found) == 2 and "no clip frame rate" in found[0] and "no clip selection" in found[1]
+    assert scoring_config(legacy).fps == FaceConfig().fps  # cut at the default rate, and said so
 
 
 def test_what_counts_as_a_difference():
