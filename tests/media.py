@@ -116,6 +116,7 @@ class FaceScene:
     source: str = "astronaut"  # or "carphone"
     vfr: bool = False  # variable frame rate: jittered presentation times
     intruder: tuple[float, float] | None = None  # [t0, t1): a larger face (1.8×) passes at the left meanwhile
+    sway_period_s: float = 4.0  # period of the side-to-side sway when moving (peak speed 2π·0.12·width / period)
 
     @property
     def n_frames(self) -> int:
@@ -142,7 +143,7 @@ class FaceScene:
         scale = self.face_height * h / ASTRONAUT_FACE_BOX[3]
         cx, cy, roll = 0.5 * w, 0.5 * h, 0.0
         if self.moving:
-            cx += 0.12 * w * math.sin(2 * math.pi * t / 4.0)
+            cx += 0.12 * w * math.sin(2 * math.pi * t / self.sway_period_s)
             cy += 0.05 * h * math.sin(2 * math.pi * t / 3.0 + 1.0)
             scale *= 1.0 + 0.08 * math.sin(2 * math.pi * t / 5.0)
             roll = self.roll_deg * math.sin(2 * math.pi * t / 3.5)
@@ -334,6 +335,8 @@ def make_face_video(
     gop: int | None = None,
     open_gop: bool = False,
     intruder: tuple[float, float] | None = None,
+    sway_period_s: float = 4.0,
+    roll_deg: float = 6.0,
 ) -> Path:
     """Write a synthetic face video (see :class:`FaceScene`); ``size`` is the displayed (upright) size.
     The container defaults to the suffix of ``out_path``. Returns ``out_path``."""
@@ -349,6 +352,8 @@ def make_face_video(
         vfr=vfr,
         face_height=face_height,
         intruder=intruder,
+        sway_period_s=sway_period_s,
+        roll_deg=roll_deg,
     )
     times = [scene.time(i) for i in range(scene.n_frames)] if vfr else None
     return encode_frames(

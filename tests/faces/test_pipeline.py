@@ -225,3 +225,24 @@ def test_cli_prints_typed_errors(tmp_path, capsys):
     bad.write_text("not a video")
     assert cli([str(bad)]) == 2
     assert json.loads(capsys.readouterr().out)["error"] == "not_a_video"
+
+
+@pytest.mark.parametrize(("speed_px_s", "max_eye_px"), [(300, 11.0), (450, 20.0)])
+def test_sampled_mode_follows_a_briskly_moving_face(speed_px_s, max_eye_px):
+    # A face swaying side to side at up to 300 / 450 px/s in 640×480 (the issue measured: 40 % of its frames lost
+    # as no_face at 300 px/s and too_few_face_clips at 450, while the dense mode found it in every frame). Between
+    # two detections 8 frames apart it moves more than half its size; the sampled mode now detects the frames in
+    # between, as the dense mode does, and keeps the window.
+    period = 2 * np.pi * 0.12 * 640 / speed_px_s
+    kwargs = dict(seconds=4.0, size=(640, 480), sway_period_s=period, roll_deg=0.0)
+    path, scene = face_video(**kwargs), face_scene(**kwargs)
+    result, landmarks = extract_face_clips_with_landmarks(path, FaceConfig(max_clips=7))
+    assert len(result) == 7 and "no_face" not in result.quality.dropped, result.quality.dropped
+    errors = [eye_errors(used, scene.truth(shown(scene, meta.first_frame + j, 30.0)).landmarks)[0]
+              for marks, meta in zip(landmarks, result.meta, strict=True) for j, used in enumerate(marks)]
+    # Where the sway reverses, the face accelerates hardest and moves less than half its size in the 7 frames
+    # between two detections, so they are interpolated linearly: measured max 9.1 px (300 px/s) and 18.0 px
+    # (450 px/s) in the 112-px face, median 4.7 / 4.5 px (docs/faces.md, known limits).
+    assert np.median(errors) < MEDIAN_EYE_PX and max(errors) < max_eye_px, (np.median(errors), max(errors))
+    dense = iter_aligned_frames(path)
+    assert all(f.face is not None for f in dense)
