@@ -33,6 +33,7 @@ class TrainConfig:
     num_workers: int = 2
     # [augment]
     hflip: float = 0.5  # probability of mirroring a whole clip
+    blur: float = 1.0  # max σ in pixels of a random Gaussian blur of a whole clip (capture invariance)
     brightness: float = 0.1  # added offset, uniform in ±brightness·255
     contrast: float = 0.1  # gain around the clip mean, uniform in 1 ± contrast
     crop_scale: float = 0.9  # random square crop of side ∈ [crop_scale, 1]·112, resized back to 112
@@ -83,6 +84,8 @@ class TrainConfig:
                      "eval_clips_per_video", "dev_clips_per_video", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1")
+        if self.blur < 0:
+            raise ValueError("blur must be ≥ 0")
         if not 0 < self.crop_scale <= 1:
             raise ValueError("crop_scale must be in (0, 1]")
 

@@ -52,10 +52,11 @@ class Augmentation:
     brightness: float = 0.1
     contrast: float = 0.1
     crop_scale: float = 0.9
+    blur: float = 0.0  # max σ (pixels) of a Gaussian blur: cameras and encoders differ in sharpness
 
     @classmethod
     def from_config(cls, cfg: Any) -> Augmentation:
-        return cls(cfg.hflip, cfg.brightness, cfg.contrast, cfg.crop_scale)
+        return cls(cfg.hflip, cfg.brightness, cfg.contrast, cfg.crop_scale, cfg.blur)
 
 
 def augment_clip(clip: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.ndarray:
@@ -64,7 +65,7 @@ def augment_clip(clip: np.ndarray, rng: np.random.Generator, aug: Augmentation) 
     The random numbers are drawn in a fixed order whatever the settings, so a key always means one transform.
     """
     t, h, w, c = clip.shape
-    side_frac, y_frac, x_frac, flip, gain, offset = rng.random(6)
+    side_frac, y_frac, x_frac, flip, gain, offset, sharpness = rng.random(7)  # a 7th draw leaves the first 6 be
     # Crop a square of side ∈ [crop_scale, 1]·min(h, w) at a random place and resize back: scale + translation.
     side = round(min(h, w) * (aug.crop_scale + (1 - aug.crop_scale) * side_frac))
     if side < min(h, w):
@@ -74,6 +75,10 @@ def augment_clip(clip: np.ndarray, rng: np.random.Generator, aug: Augmentation) 
         clip = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, t, c).transpose(2, 0, 1, 3)
     if flip < aug.hflip:
         clip = clip[:, :, ::-1]
+    sigma = aug.blur * sharpness
+    if sigma > 0.1:  # below, the 3-tap kernel is the identity on uint8
+        stacked = np.ascontiguousarray(clip.transpose(1, 2, 0, 3)).reshape(h, w, t * c)
+        clip = cv2.GaussianBlur(stacked, (0, 0), sigma).reshape(h, w, t, c).transpose(2, 0, 1, 3)
     if aug.brightness or aug.contrast:
         x = clip.astype(np.float32)
         mean = x.mean()

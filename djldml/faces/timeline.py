@@ -2,10 +2,11 @@
 
 A clip is T frames *of the model's frame rate* (``FaceConfig.fps``, recorded in the model card), so it spans
 the same seconds whatever the camera delivered: 15, 25, 30, 60 fps or a variable rate. Resampled frame ``j``
-stands for time ``j / fps`` after the video's first frame and shows the source frame *on screen* at that time —
-the last one whose timestamp is not after it (what a viewer sees; no ties to break, unlike "nearest"), with a
-tolerance of a quarter of the shorter frame interval, so that timestamps rounded by the container (WebM and
-Matroska keep milliseconds: frame 2 of 30 fps is stored at 67 ms, after 66.7) do not shift frames.
+stands for time ``j / fps`` after the video's first frame and shows the source frame whose timestamp is nearest
+to it (half a source frame interval of error at most; "the frame on screen then" would allow a whole one, and
+a variable-rate video's jitter shifted the demo's score by 3.5 points that way). A tie — within a millisecond,
+the precision containers keep (WebM and Matroska store frame 2 of 30 fps at 67 ms) — goes to the earlier
+frame: integer-ratio upsampling (15 → 30 fps) lands exactly between two frames.
 Downsampling drops frames, upsampling repeats them; nothing is blended, so the pixels stay the camera's.
 
 Where clips fall (:func:`clip_segments`) is a function of this timeline only — never of keyframes, GOPs or the
@@ -47,13 +48,16 @@ class Timeline:
         self.fps = float(fps)
         self.source_fps = float(source_fps)
         self.source_index: np.ndarray | None = None  # int64 [n_frames] when the table is known
-        # a source frame stamped up to `tolerance` after j / fps counts as shown then (container rounding)
-        self.tolerance = 0.25 / max(self.fps, self.source_fps)
+        # timestamps this close count as equal (container rounding, exact ties of integer-ratio upsampling)
+        self.tolerance = min(1e-3, 0.1 / max(self.fps, self.source_fps))
         if table is not None:
             times = (table.pts - table.pts[0]).astype(np.float64) * table.time_base
             self.n_frames = resampled_length(float(times[-1]), self.fps, self.tolerance)
             targets = np.arange(self.n_frames, dtype=np.float64) / self.fps
-            self.source_index = np.searchsorted(times, targets + self.tolerance, side="right") - 1
+            # nearest frame: the number of midpoints between consecutive frames that lie before the target
+            # (a tie, or a later frame nearer only within the tolerance, goes to the earlier frame)
+            midpoints = 0.5 * (times[1:] + times[:-1])
+            self.source_index = np.searchsorted(midpoints, targets - self.tolerance, side="left")
             # first resampled frame of each source frame; a source frame never shown has an empty range
             self._first = np.searchsorted(self.source_index, np.arange(len(times) + 1), side="left")
         else:
@@ -82,15 +86,15 @@ class Timeline:
         yield from self._resample_by_times(frames)
 
     def _resample_by_times(self, frames: Iterator[DecodedFrame]) -> Iterator[DecodedFrame]:
-        # The frame on screen at j/fps is the last one that started at or before it; it is known once the next
-        # frame (or the end) arrives. A jump in source indices is a hole: targets more than one source frame
-        # interval after the frame before it are not shown by any decoded frame.
-        interval = 1.0 / self.source_fps if self.source_fps > 0 else math.inf
+        # The frame nearest to j/fps is known once the next frame (or the end) arrives: targets up to the
+        # midpoint (plus the tolerance) go to the earlier frame. A jump in source indices is a hole: targets more
+        # than half a source frame interval after the frame before it are not near any decoded frame.
+        half = 0.5 / self.source_fps if self.source_fps > 0 else math.inf
         j, prev = 0, None
         for df in frames:
             if prev is not None:
-                while j < self.n_frames and j / self.fps + self.tolerance < df.time:
-                    if df.index == prev.index + 1 or j / self.fps - prev.time < interval:
+                while j < self.n_frames and j / self.fps - self.tolerance <= 0.5 * (prev.time + df.time):
+                    if df.index == prev.index + 1 or j / self.fps - prev.time <= half + self.tolerance:
                         yield replace(prev, index=j, time=j / self.fps)
                     j += 1
             prev = df

@@ -28,11 +28,11 @@ MAX_ABS_EYE_PX = 10.0  # to the template itself: includes how the astronaut's fa
 
 
 def shown(scene, j: int, fps: float) -> int:
-    """The scene's source frame on screen at timeline frame ``j`` (time j / fps): the last one that started by
-    then, within the timeline's tolerance (djldml.faces.timeline)."""
-    tol = 0.25 / max(fps, scene.fps)
-    times = [scene.time(i) - scene.time(0) for i in range(scene.n_frames)]
-    return max(i for i, t in enumerate(times) if t <= j / fps + tol)
+    """The scene's source frame that timeline frame ``j`` (time j / fps) shows: the nearest, ties within the
+    timeline's tolerance to the earlier one (djldml.faces.timeline)."""
+    tol = min(1e-3, 0.1 / max(fps, scene.fps))
+    times = np.array([scene.time(i) - scene.time(0) for i in range(scene.n_frames)])
+    return int(np.searchsorted(0.5 * (times[1:] + times[:-1]), j / fps - tol, side="left"))
 
 
 def _check_dense(path, scene, config=FaceConfig(), rotation=0):

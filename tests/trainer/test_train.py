@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -117,6 +118,19 @@ def test_augmentation_is_deterministic_and_keeps_format(fake_dataset):
     assert np.array_equal(augment_clip(clip, np.random.default_rng(0), flip_only), clip[:, :, ::-1])
     x, y = ClipDataset(fake_dataset, fake_dataset.split("train"), augmentation=aug)[(0, 0, 7)]
     assert torch.equal(x, torch.from_numpy(a)) and y.item() == fake_dataset.split("train")[0].bdi
+
+
+def test_blur_augmentation_blurs_every_frame_alike(fake_dataset):
+    clip = fake_dataset.read_clip("train00", 0)
+    blur_only = Augmentation(hflip=0.0, brightness=0.0, contrast=0.0, crop_scale=1.0, blur=1.5)
+    rng_draws = np.random.default_rng(3).random(7)
+    out = augment_clip(clip, np.random.default_rng(3), blur_only)
+    sigma = 1.5 * rng_draws[6]
+    assert sigma > 0.1
+    want = np.stack([cv2.GaussianBlur(np.ascontiguousarray(f), (0, 0), sigma) for f in clip])
+    np.testing.assert_array_equal(out, want)  # each frame blurred with one σ drawn per clip
+    none = Augmentation(hflip=0.0, brightness=0.0, contrast=0.0, crop_scale=1.0, blur=0.0)
+    assert np.array_equal(augment_clip(clip, np.random.default_rng(3), none), clip)
 
 
 def test_evenly_spaced_starts():
