@@ -33,7 +33,8 @@ class TrainConfig:
     num_workers: int = 2
     # [augment]
     hflip: float = 0.5  # probability of mirroring a whole clip
-    blur: float = 1.0  # max σ in pixels of a random Gaussian blur of a whole clip (capture invariance)
+    blur: float = 1.0  # max σ in pixels (per axis) of a random Gaussian blur of a whole clip (capture invariance)
+    capture_rate_min: float = 0.5  # half the clips re-timed as if captured at [this, 1] × the timeline's rate
     brightness: float = 0.1  # added offset, uniform in ±brightness·255
     contrast: float = 0.1  # gain around the clip mean, uniform in 1 ± contrast
     crop_scale: float = 0.9  # random square crop of side ∈ [crop_scale, 1]·112, resized back to 112
@@ -86,6 +87,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be ≥ 1")
         if self.blur < 0:
             raise ValueError("blur must be ≥ 0")
+        if not 0 < self.capture_rate_min <= 1:
+            raise ValueError("capture_rate_min must be in (0, 1]")
         if not 0 < self.crop_scale <= 1:
             raise ValueError("crop_scale must be in (0, 1]")
 

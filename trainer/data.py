@@ -52,11 +52,23 @@ class Augmentation:
     brightness: float = 0.1
     contrast: float = 0.1
     crop_scale: float = 0.9
-    blur: float = 0.0  # max σ (pixels) of a Gaussian blur: cameras and encoders differ in sharpness
+    blur: float = 0.0  # max σ (pixels) of a Gaussian blur, drawn per axis: cameras, encoders and deinterlacing
+    #                    differ in sharpness (a deinterlaced frame is blurred vertically only)
+    capture_rate_min: float = 1.0  # lowest simulated capture rate as a fraction of the clip timeline's (1 = off)
 
     @classmethod
     def from_config(cls, cfg: Any) -> Augmentation:
-        return cls(cfg.hflip, cfg.brightness, cfg.contrast, cfg.crop_scale, cfg.blur)
+        return cls(cfg.hflip, cfg.brightness, cfg.contrast, cfg.crop_scale, cfg.blur, cfg.capture_rate_min)
+
+
+def capture_offsets(clip_length: int, rate: float, phase: float) -> np.ndarray:
+    """Frame offsets int [clip_length] that re-time a clip as if a camera had captured it at ``rate`` × the
+    timeline's frame rate (0 < rate ≤ 1) and the service had resampled it to the timeline
+    (djldml.faces.timeline): camera frame k is taken at (k + phase) / rate timeline frames, and timeline frame
+    j shows the nearest camera frame — so frames repeat as in a 15 fps phone video on a 30 fps timeline."""
+    j = np.arange(clip_length)
+    k = np.ceil(j * rate - phase - 0.5)  # the nearest camera frame to timeline frame j (ties: the earlier)
+    return np.clip(np.round((k + phase) / rate), 0, clip_length - 1).astype(int)
 
 
 def augment_clip(clip: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.ndarray:
@@ -65,7 +77,8 @@ def augment_clip(clip: np.ndarray, rng: np.random.Generator, aug: Augmentation) 
     The random numbers are drawn in a fixed order whatever the settings, so a key always means one transform.
     """
     t, h, w, c = clip.shape
-    side_frac, y_frac, x_frac, flip, gain, offset, sharpness = rng.random(7)  # a 7th draw leaves the first 6 be
+    # later draws were added after the first six: they leave the earlier ones (and so old keys' transforms) be
+    side_frac, y_frac, x_frac, flip, gain, offset, sharp_x, sharp_y, retime, rate_frac, phase = rng.random(11)
     # Crop a square of side ∈ [crop_scale, 1]·min(h, w) at a random place and resize back: scale + translation.
     side = round(min(h, w) * (aug.crop_scale + (1 - aug.crop_scale) * side_frac))
     if side < min(h, w):
@@ -75,10 +88,14 @@ def augment_clip(clip: np.ndarray, rng: np.random.Generator, aug: Augmentation) 
         clip = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, t, c).transpose(2, 0, 1, 3)
     if flip < aug.hflip:
         clip = clip[:, :, ::-1]
-    sigma = aug.blur * sharpness
-    if sigma > 0.1:  # below, the 3-tap kernel is the identity on uint8
+    sigma_x, sigma_y = aug.blur * sharp_x, aug.blur * sharp_y
+    if max(sigma_x, sigma_y) > 0.1:  # below, the kernel is the identity on uint8
         stacked = np.ascontiguousarray(clip.transpose(1, 2, 0, 3)).reshape(h, w, t * c)
-        clip = cv2.GaussianBlur(stacked, (0, 0), sigma).reshape(h, w, t, c).transpose(2, 0, 1, 3)
+        blurred = cv2.GaussianBlur(stacked, (0, 0), sigmaX=max(sigma_x, 1e-3), sigmaY=max(sigma_y, 1e-3))
+        clip = blurred.reshape(h, w, t, c).transpose(2, 0, 1, 3)
+    if aug.capture_rate_min < 1.0 and retime < 0.5:
+        rate = aug.capture_rate_min + (1.0 - aug.capture_rate_min) * rate_frac
+        clip = clip[capture_offsets(t, rate, phase)]
     if aug.brightness or aug.contrast:
         x = clip.astype(np.float32)
         mean = x.mean()

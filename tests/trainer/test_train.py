@@ -19,7 +19,7 @@ from djldml import model_file
 from djldml.losses import OBJECTIVES
 from trainer.__main__ import main as cli_main
 from trainer.config import DEFAULT_CONFIG, SYNTHETIC_CONFIG, TrainConfig, load_config, parse_override
-from trainer.data import Augmentation, ClipDataset, EpochClipSampler, augment_clip, evenly_spaced
+from trainer.data import Augmentation, ClipDataset, EpochClipSampler, augment_clip, capture_offsets, evenly_spaced
 from trainer.evaluate import point_metrics, predict_split
 from trainer.train import load_net, lr_at, train
 
@@ -123,14 +123,27 @@ def test_augmentation_is_deterministic_and_keeps_format(fake_dataset):
 def test_blur_augmentation_blurs_every_frame_alike(fake_dataset):
     clip = fake_dataset.read_clip("train00", 0)
     blur_only = Augmentation(hflip=0.0, brightness=0.0, contrast=0.0, crop_scale=1.0, blur=1.5)
-    rng_draws = np.random.default_rng(3).random(7)
+    rng_draws = np.random.default_rng(3).random(11)
     out = augment_clip(clip, np.random.default_rng(3), blur_only)
-    sigma = 1.5 * rng_draws[6]
-    assert sigma > 0.1
-    want = np.stack([cv2.GaussianBlur(np.ascontiguousarray(f), (0, 0), sigma) for f in clip])
-    np.testing.assert_array_equal(out, want)  # each frame blurred with one σ drawn per clip
+    sx, sy = 1.5 * rng_draws[6], 1.5 * rng_draws[7]
+    assert max(sx, sy) > 0.1
+    want = np.stack([cv2.GaussianBlur(np.ascontiguousarray(f), (0, 0), sigmaX=sx, sigmaY=sy) for f in clip])
+    np.testing.assert_array_equal(out, want)  # each frame blurred with one (σx, σy) drawn per clip
     none = Augmentation(hflip=0.0, brightness=0.0, contrast=0.0, crop_scale=1.0, blur=0.0)
     assert np.array_equal(augment_clip(clip, np.random.default_rng(3), none), clip)
+
+
+def test_capture_offsets_repeat_frames_like_a_slow_camera_on_the_timeline():
+    assert capture_offsets(16, 1.0, 0.0).tolist() == list(range(16))  # the timeline's own rate: unchanged
+    half = capture_offsets(16, 0.5, 0.0).tolist()  # a 15 fps camera on a 30 fps timeline: pairs
+    assert half == [0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14]
+    odd = capture_offsets(16, 0.8, 0.3)  # 24 fps on 30: one frame in five repeated
+    assert (np.diff(odd) >= 0).all() and 11 <= len(set(odd.tolist())) <= 14 and odd.max() <= 15
+    clip = np.arange(16 * 2 * 2 * 3, dtype=np.uint8).reshape(16, 2, 2, 3)
+    retimed = Augmentation(hflip=0, brightness=0, contrast=0, crop_scale=1.0, blur=0, capture_rate_min=0.5)
+    seeds = [s for s in range(40) if np.random.default_rng(s).random(11)[8] < 0.5]  # draws that re-time
+    out = augment_clip(clip, np.random.default_rng(seeds[0]), retimed)
+    assert len({f.tobytes() for f in out}) < 16  # frames repeat
 
 
 def test_evenly_spaced_starts():
