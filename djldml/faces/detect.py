@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
+import cv2
 import numpy as np
 import yuface
 
@@ -100,13 +101,33 @@ class Face:
         return float(np.sqrt(max(self.box[2], 1.0) * max(self.box[3], 1.0)))
 
 
+# A small face's box reads short: a face 6 % of the frame high gets a box of 5.0 % in the whole 640×480 frame
+# (≈ 24 px) but of 5.8 % on its square enlarged to NEAR_FACE_PX (measured on the astronaut; 30 %: 29 % either
+# way). Whole-frame searches therefore keep faces down to this fraction of min_face_fraction, and the size is
+# judged on the square, so that a face just above the floor is not lost in every other frame.
+LOCATE_SLACK = 0.8
+
+
+def large_enough(face: Face, config: FaceConfig, frame_height: int) -> bool:
+    """Whether ``face`` is at least ``min_face_fraction`` of the frame high."""
+    return face.box[3] >= config.min_face_fraction * frame_height
+
+
 def detect_faces(
-    bgr: np.ndarray, sx: float, sy: float, config: FaceConfig, frame_height: int, offset: tuple[int, int] = (0, 0)
+    bgr: np.ndarray,
+    sx: float,
+    sy: float,
+    config: FaceConfig,
+    frame_height: int,
+    offset: tuple[float, float] = (0, 0),
+    locate: bool = False,
 ) -> list[Face]:
     """Faces in ``bgr`` (uint8, contiguous, BGR), mapped back to full-resolution coordinates by (sx, sy);
     ``offset`` is where ``bgr`` sits in the detector's image when it is a crop of it.
 
-    Faces below the confidence threshold or shorter than ``min_face_fraction`` of the frame are left out.
+    Faces below the confidence threshold or shorter than ``min_face_fraction`` of the frame are left out;
+    ``locate``: only those shorter than ``LOCATE_SLACK`` times that, for a search whose faces are measured
+    again on their square (:func:`detect_near`).
     """
     with _one_thread:
         scores, boxes, landmarks = yuface.detect(bgr, conf=config.detect_threshold)
@@ -119,7 +140,7 @@ def detect_faces(
         b = box.astype(np.float64)
         b[:2] = (b[:2] + shift + 0.5) * scale_xy - 0.5
         b[2:] *= scale_xy
-        if b[3] < config.min_face_fraction * frame_height:
+        if b[3] < config.min_face_fraction * frame_height * (LOCATE_SLACK if locate else 1.0):
             continue
         lm = (marks.astype(np.float64).reshape(5, 2) + shift + 0.5) * scale_xy - 0.5
         faces.append(Face(score=float(score) / 100.0, box=b, landmarks=lm))
@@ -140,6 +161,32 @@ def search_square(face: Face, sx: float, sy: float, width: int, height: int) -> 
     return x0, y0, x1, y1
 
 
+# yuface's landmarks are best on a face box about this high (px in its input): measured on the astronaut at
+# 6–45 % of the frame height, median error of the worse eye in the aligned face 2.2–4.0 px at 64–80 px against
+# 3.6–13 px at the face's own size (5–6 px at 56 and 88). docs/faces.md, "Landmark precision".
+NEAR_FACE_PX = 72
+MAX_NEAR_ZOOM = 4.0  # never enlarge the square more than this (a tiny face has little to enlarge)
+
+
+def detect_near(
+    bgr: np.ndarray, sx: float, sy: float, around: Face, config: FaceConfig, frame_height: int
+) -> list[Face]:
+    """Faces in the square around ``around`` (:func:`search_square`) of the detector's image ``bgr``, the
+    square resized so that ``around`` is ``NEAR_FACE_PX`` high; full-resolution coordinates as
+    :func:`detect_faces`."""
+    h, w = bgr.shape[:2]
+    x0, y0, x1, y1 = search_square(around, sx, sy, w, h)
+    crop = bgr[y0:y1, x0:x1]
+    zoom = min(MAX_NEAR_ZOOM, NEAR_FACE_PX / max(around.box[3] / sy, 1.0))
+    cw, ch = max(2, round((x1 - x0) * zoom)), max(2, round((y1 - y0) * zoom))
+    if (cw, ch) != (x1 - x0, y1 - y0):
+        crop = cv2.resize(crop, (cw, ch), interpolation=cv2.INTER_LINEAR if zoom > 1 else cv2.INTER_AREA)
+    # The resized square's pixel j has its centre at square pixel (j + 0.5) / z - 0.5: detect_faces's map with
+    # the scale divided by z and the offset multiplied by it.
+    zx, zy = cw / (x1 - x0), ch / (y1 - y0)
+    return detect_faces(np.ascontiguousarray(crop), sx / zx, sy / zy, config, frame_height, offset=(x0 * zx, y0 * zy))
+
+
 def describe(config: FaceConfig) -> dict:
     """The detector and its settings, for the quality report."""
     return {
@@ -151,4 +198,5 @@ def describe(config: FaceConfig) -> dict:
         "min_face_fraction": config.min_face_fraction,
         "full_detect_every": config.full_detect_every,
         "landmark_tracking": "linear interpolation between detections",
+        "landmarks_from": f"the face square, resized to a {NEAR_FACE_PX}-px face",
     }
