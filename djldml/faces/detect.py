@@ -102,7 +102,7 @@ class Face:
 
 
 # A small face's box reads short: a face 6 % of the frame high gets a box of 5.0 % in the whole 640×480 frame
-# (≈ 24 px) but of 5.8 % on its square enlarged to NEAR_FACE_PX (measured on the astronaut; 30 %: 29 % either
+# (≈ 24 px) but of 5.8 % on its square enlarged to NEAR_SQUARE_PX (measured on the astronaut; 30 %: 29 % either
 # way). Whole-frame searches therefore keep faces down to this fraction of min_face_fraction, and the size is
 # judged on the square, so that a face just above the floor is not lost in every other frame.
 LOCATE_SLACK = 0.8
@@ -150,10 +150,18 @@ def detect_faces(
 SEARCH_SQUARE = 1.8  # side of the square searched around a followed face, in face sizes (tighter is cheaper)
 MIN_SEARCH_PX = 64  # never search a smaller square than this (the detector needs some context)
 
+# yuface's landmarks are best on a face box about 64–80 px high (in its input): measured on the astronaut at
+# 6–45 % of the frame height, the worse eye landed a median 2.2–4.0 px from where perfect landmarks put it in the
+# aligned face at 64–80 px, against 3.6–13 px at the face's own size and 5–6 px at 56 and 88 px (docs/faces.md,
+# "Landmark precision"). The followed face's square is therefore resized to NEAR_SQUARE_PX, a face of ≈ 71 px:
+# yuface pads its input to a multiple of 32, and 128 px costs 1.9 ms where 129–160 px cost 2.9 ms (measured).
+NEAR_SQUARE_PX = 128
+MAX_NEAR_ZOOM = 4.0  # never enlarge the square more than this (a tiny face has little to enlarge)
+
 
 def search_square(face: Face, sx: float, sy: float, width: int, height: int) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) in the detector's image: a square around ``face`` (given in full-resolution
-    coordinates), ``SEARCH_SQUARE`` face sizes wide, clipped to the image."""
+    coordinates), ``SEARCH_SQUARE`` face sizes wide (at least ``MIN_SEARCH_PX``), clipped to the image."""
     cx, cy = face.centre[0] / sx, face.centre[1] / sy
     half = max(MIN_SEARCH_PX, SEARCH_SQUARE * max(face.box[2] / sx, face.box[3] / sy)) / 2
     x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
@@ -161,24 +169,23 @@ def search_square(face: Face, sx: float, sy: float, width: int, height: int) -> 
     return x0, y0, x1, y1
 
 
-# yuface's landmarks are best on a face box about this high (px in its input): measured on the astronaut at
-# 6–45 % of the frame height, median error of the worse eye in the aligned face 2.2–4.0 px at 64–80 px against
-# 3.6–13 px at the face's own size (5–6 px at 56 and 88). docs/faces.md, "Landmark precision".
-NEAR_FACE_PX = 72
-MAX_NEAR_ZOOM = 4.0  # never enlarge the square more than this (a tiny face has little to enlarge)
-
-
 def detect_near(
     bgr: np.ndarray, sx: float, sy: float, around: Face, config: FaceConfig, frame_height: int
 ) -> list[Face]:
-    """Faces in the square around ``around`` (:func:`search_square`) of the detector's image ``bgr``, the
-    square resized so that ``around`` is ``NEAR_FACE_PX`` high; full-resolution coordinates as
-    :func:`detect_faces`."""
+    """Faces in a square around ``around`` (full-resolution coordinates) in the detector's image ``bgr``,
+    resized to ``NEAR_SQUARE_PX``: ``SEARCH_SQUARE`` face sizes wide (wider when the zoom reaches
+    ``MAX_NEAR_ZOOM``), clipped to the image. Full-resolution coordinates, as :func:`detect_faces`."""
     h, w = bgr.shape[:2]
-    x0, y0, x1, y1 = search_square(around, sx, sy, w, h)
+    face_px = max(around.box[2] / sx, around.box[3] / sy, 1.0)
+    zoom = min(MAX_NEAR_ZOOM, NEAR_SQUARE_PX / (SEARCH_SQUARE * face_px))
+    cx, cy, half = around.centre[0] / sx, around.centre[1] / sy, NEAR_SQUARE_PX / zoom / 2
+    x0, y0 = max(0, int(round(cx - half))), max(0, int(round(cy - half)))
+    x1, y1 = min(w, int(round(cx + half))), min(h, int(round(cy + half)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return []
     crop = bgr[y0:y1, x0:x1]
-    zoom = min(MAX_NEAR_ZOOM, NEAR_FACE_PX / max(around.box[3] / sy, 1.0))
-    cw, ch = max(2, round((x1 - x0) * zoom)), max(2, round((y1 - y0) * zoom))
+    cw = max(2, min(NEAR_SQUARE_PX, round((x1 - x0) * zoom)))
+    ch = max(2, min(NEAR_SQUARE_PX, round((y1 - y0) * zoom)))
     if (cw, ch) != (x1 - x0, y1 - y0):
         crop = cv2.resize(crop, (cw, ch), interpolation=cv2.INTER_LINEAR if zoom > 1 else cv2.INTER_AREA)
     # The resized square's pixel j has its centre at square pixel (j + 0.5) / z - 0.5: detect_faces's map with
@@ -198,5 +205,5 @@ def describe(config: FaceConfig) -> dict:
         "min_face_fraction": config.min_face_fraction,
         "full_detect_every": config.full_detect_every,
         "landmark_tracking": "linear interpolation between detections",
-        "landmarks_from": f"the face square, resized to a {NEAR_FACE_PX}-px face",
+        "landmarks_from": f"the face's square, resized to {NEAR_SQUARE_PX} px",
     }

@@ -114,7 +114,7 @@ class _Session:
         """The interviewee in this frame, or None.
 
         Precise landmarks come from the detector looking at a square around the face, resized so that the face
-        is ``detect.NEAR_FACE_PX`` high (yuface's landmarks are best there): ≈4 ms instead of ≈14 ms for the
+        is ≈ 71 px high (``detect.NEAR_SQUARE_PX``; yuface's landmarks are best there): ≈4 ms instead of ≈14 ms for the
         whole 320×240 image (measured, one core). While a face is followed, the square is centred where it was.
         The whole frame is searched at a window start (``whole_frame``), every ``config.full_detect_every``
         detections (a larger face may have entered), and whenever the square comes up empty — first at half the
@@ -168,7 +168,7 @@ class _Session:
 
     def _refined(self, bgr: np.ndarray, sx: float, sy: float, found: detector.Face | None) -> detector.Face | None:
         """``found`` (from a whole-frame search) detected again on its square: landmarks and size from the face
-        at its best size (detect.NEAR_FACE_PX), as everywhere else; None when it is under the size floor."""
+        at its best size (detect.NEAR_SQUARE_PX), as everywhere else; None when it is under the size floor."""
         if found is None:
             return None
         face = self._near(bgr, sx, sy, found)
