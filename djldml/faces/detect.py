@@ -157,6 +157,7 @@ MIN_SEARCH_PX = 64  # never search a smaller square than this (the detector need
 # yuface pads its input to a multiple of 32, and 128 px costs 1.9 ms where 129–160 px cost 2.9 ms (measured).
 NEAR_SQUARE_PX = 128
 MAX_NEAR_ZOOM = 4.0  # never enlarge the square more than this (a tiny face has little to enlarge)
+EDGE_PX = 4  # a face box this close to the square's edge (px of the resized square) is cut by it
 
 
 def search_square(face: Face, sx: float, sy: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -191,7 +192,19 @@ def detect_near(
     # The resized square's pixel j has its centre at square pixel (j + 0.5) / z - 0.5: detect_faces's map with
     # the scale divided by z and the offset multiplied by it.
     zx, zy = cw / (x1 - x0), ch / (y1 - y0)
-    return detect_faces(np.ascontiguousarray(crop), sx / zx, sy / zy, config, frame_height, offset=(x0 * zx, y0 * zy))
+    faces = detect_faces(np.ascontiguousarray(crop), sx / zx, sy / zy, config, frame_height, offset=(x0 * zx, y0 * zy))
+    # A face that moved partly out of the square is found as a part face (a narrow box at the edge, landmarks
+    # off by a face size: measured on a fast-moving face); drop it, so that the caller searches the whole frame.
+    # The image's own edges do not count: a face can be cut by the frame.
+    margin = EDGE_PX / np.array([zx, zy])
+    lo = np.array([x0 if x0 > 0 else -np.inf, y0 if y0 > 0 else -np.inf]) + margin
+    hi = np.array([x1 if x1 < w else np.inf, y1 if y1 < h else np.inf]) - margin
+    scale = np.array([sx, sy])
+    return [
+        f
+        for f in faces
+        if np.all((f.box[:2] + 0.5) / scale - 0.5 >= lo) and np.all((f.box[:2] + f.box[2:] + 0.5) / scale - 0.5 <= hi)
+    ]
 
 
 def describe(config: FaceConfig) -> dict:
