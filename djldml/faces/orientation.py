@@ -55,7 +55,7 @@ class Survey:
     by 0/90/180/270° counter-clockwise from the metadata's upright, per surveyed frame that showed a face."""
 
     rotated_by: int = 0  # counter-clockwise degrees to turn the (metadata-)displayed frames so faces stand upright
-    larger_scale: bool = False  # faces were found only at the larger detection scale
+    larger_scale: bool = False  # a face was found only at the larger detection scale, or small at the normal one
     frames: int = 0  # frames surveyed
     scores: list[list[float]] = field(default_factory=list)
     detections: int = 0
