@@ -35,6 +35,7 @@ import numpy as np
 from ..clips import ClipMeta, FaceClips, QualityReport
 from ..errors import NoFace, TooFewFaceClips, VideoTooShort
 from . import detect as detector
+from . import orientation
 from .align import alignment_matrices, shifted, source_region, warp
 from .config import FaceConfig
 from .decode import (
@@ -50,6 +51,10 @@ from .decode import (
 )
 from .timeline import ResampledSkipPlan, Timeline, clip_segments
 from .track import choose_face, interpolate, persistent_clips, same_face
+
+# With no face in the survey, a failed whole-frame search also looks at the larger scale, at most once in this
+# many seconds of video: a face-less video pays ≈ 12 such searches a minute (docs/faces.md, "Small faces").
+LARGER_EVERY_S = 5.0
 
 
 @dataclass
@@ -87,9 +92,23 @@ class _Session:
         self.stats = _Stats()
         self.info: VideoInfo = probe(self.path, config, self.deadline)
         self.stats.seconds["probe"] = time.perf_counter() - self.started
-        info = self.info
+        # Which way is up and how large the faces are, from a few frames (orientation.py); the turn the detector
+        # finds is composed into info.rotation, so everything below handles it like rotation metadata. (The
+        # survey looks at rot90(stored, rotation) unflipped; a display flip is applied after the rotation, so the
+        # sum of the two turns is right with or without it.)
+        self.survey = orientation.survey(self.path, config, self.info, self.deadline)
+        self.info = info = self.survey.apply(self.info)
+        self.stats.seconds["survey"] = self.survey.seconds
         self.s2d = stored_to_display(info.rotation, info.stored_width, info.stored_height, info.hflip)
-        self.converter = FrameConverter(info.rotation, config.detect_width, info.hflip)
+        self.larger_scale = self.survey.larger_scale  # small faces: detect at the larger scale (orientation.py)
+        larger = FrameConverter(info.rotation, orientation.larger_width(config, info), info.hflip)
+        normal = FrameConverter(info.rotation, config.detect_width, info.hflip)
+        self.converter = larger if self.larger_scale else normal
+        # No face in the survey: small faces may be elsewhere, so failed searches also look at the larger scale.
+        fallback = not self.survey.faces_found and orientation.has_larger_scale(info, config)
+        self._larger = larger if fallback else None
+        self._next_larger_at = 0.0  # video time (s) of the next search at the larger scale
+        self.larger_searches = 0
         self.decode_errors = DecodeErrors()  # filled by decode_frames: corrupt packets, frames dropped after them
         self.timeline = Timeline(config.fps, info.table, info.duration_s, info.fps)
         if self.timeline.n_frames < config.clip_span:  # e.g. 16 frames at 60 fps are 8 frames of a 30 fps clip
@@ -117,12 +136,18 @@ class _Session:
     def detect(self, df: DecodedFrame, whole_frame: bool = False) -> detector.Face | None:
         """The interviewee in this frame, or None.
 
-        Precise landmarks come from the detector looking at a square around the face, at the detection scale
-        (``detect_width``): ≈4 ms instead of ≈14 ms for the whole 320×240 image (measured, one core). While a
-        face is followed, the square is centred where it was. The whole frame is searched at a window start
-        (``whole_frame``), every ``config.full_detect_every`` detections (a larger face may have entered), and
-        whenever the square comes up empty — first at half the detection scale (≈2 ms: the interviewee is
-        large), then, if that finds nobody, at the full detection scale.
+        Precise landmarks come from the detector looking at a square around the face, resized so that the face
+        is ≈ 71 px high (``detect.NEAR_SQUARE_PX``; yuface's landmarks are best there): ≈4 ms instead of ≈14 ms for the
+        whole 320×240 image (measured, one core). While a face is followed, the square is centred where it was.
+        The whole frame is searched at a window start (``whole_frame``), every ``config.full_detect_every``
+        detections (a larger face may have entered), and whenever the square comes up empty — first at half the
+        detection scale (≈2 ms: the interviewee is large), then, if that finds nobody, at the full detection
+        scale; a face found there is measured again on its square.
+
+        Small faces: when the survey found the face only at the larger scale, or small (orientation.py), the
+        whole video is searched there. When the survey found no face at all, a failed whole-frame search also
+        looks at the larger scale (at most once every ``LARGER_EVERY_S`` seconds of video), and the first face
+        found there switches the video to it; a face found at the detection scale ends that.
         """
         t = time.perf_counter()
         bgr, sx, sy = self.converter.small_bgr(df.frame)
@@ -134,30 +159,58 @@ class _Session:
         if face is None:
             face = self._whole(bgr, sx, sy)
             self._since_full = 0
+            if face is None and self._larger is not None:
+                face = self._search_larger(df)
         self.stats.detections += 1
         if face is not None:
+            self._larger = None  # found: the scale in use is the video's
             self.stats.faces_seen += 1
             self.previous = face
         self.stats.seconds["detect"] += time.perf_counter() - t
         return face
 
     def _near(self, bgr: np.ndarray, sx: float, sy: float, around: detector.Face) -> detector.Face | None:
-        x0, y0, x1, y1 = detector.search_square(around, sx, sy, bgr.shape[1], bgr.shape[0])
-        crop = np.ascontiguousarray(bgr[y0:y1, x0:x1])
         self.stats.crop_detections += 1
-        faces = detector.detect_faces(crop, sx, sy, self.config, self.info.height, offset=(x0, y0))
+        faces = detector.detect_near(bgr, sx, sy, around, self.config, self.info.height)
         return choose_face(faces, around)
 
     def _whole(self, bgr: np.ndarray, sx: float, sy: float) -> detector.Face | None:
-        h, w = bgr.shape[:2]
-        coarse = cv2.resize(bgr, (max(2, w // 2), max(2, h // 2)), interpolation=cv2.INTER_AREA)
-        cx, cy = sx * w / coarse.shape[1], sy * h / coarse.shape[0]
-        found = choose_face(detector.detect_faces(coarse, cx, cy, self.config, self.info.height), self.previous)
-        if found is not None:
-            face = self._near(bgr, sx, sy, found)
-            if face is not None:
-                return face
-        return choose_face(detector.detect_faces(bgr, sx, sy, self.config, self.info.height), self.previous)
+        if not self.larger_scale:  # a face that needs the larger scale is too small for a half-scale look
+            h, w = bgr.shape[:2]
+            coarse = cv2.resize(bgr, (max(2, w // 2), max(2, h // 2)), interpolation=cv2.INTER_AREA)
+            cx, cy = sx * w / coarse.shape[1], sy * h / coarse.shape[0]
+            found = choose_face(self._locate(coarse, cx, cy), self.previous)
+            if found is not None:
+                face = self._near(bgr, sx, sy, found)
+                if face is not None:
+                    return face
+        return self._refined(bgr, sx, sy, choose_face(self._locate(bgr, sx, sy), self.previous))
+
+    def _locate(self, bgr: np.ndarray, sx: float, sy: float) -> list[detector.Face]:
+        return detector.detect_faces(bgr, sx, sy, self.config, self.info.height, locate=True)
+
+    def _refined(self, bgr: np.ndarray, sx: float, sy: float, found: detector.Face | None) -> detector.Face | None:
+        """``found`` (from a whole-frame search) detected again on its square: landmarks and size from the face
+        at its best size (detect.NEAR_SQUARE_PX), as everywhere else; None when it is under the size floor."""
+        if found is None:
+            return None
+        face = self._near(bgr, sx, sy, found)
+        if face is None and detector.large_enough(found, self.config, self.info.height):
+            return found
+        return face
+
+    def _search_larger(self, df: DecodedFrame) -> detector.Face | None:
+        """The interviewee at the larger scale, at most once every ``LARGER_EVERY_S`` seconds of video;
+        switches the video to that scale when found."""
+        if df.time < self._next_larger_at:
+            return None
+        self._next_larger_at = df.time + LARGER_EVERY_S
+        bgr, sx, sy = self._larger.small_bgr(df.frame)
+        self.larger_searches += 1
+        face = self._refined(bgr, sx, sy, choose_face(self._locate(bgr, sx, sy), self.previous))
+        if face is not None:
+            self.converter, self.larger_scale = self._larger, True
+        return face
 
     def align(self, frames: list[DecodedFrame], landmarks: np.ndarray) -> np.ndarray:
         """Aligned faces uint8 [len(frames), S, S, 3] from displayed-frame landmarks [len(frames), 5, 2]."""
@@ -200,6 +253,8 @@ class _Session:
             out["frames_after_decode_error"] = self.decode_errors.frames_dropped
         if info.truncated is not None:
             out["truncated"] = info.truncated
+        if self.survey.rotated_by:
+            out["orientation"] = {"rotated_by": self.survey.rotated_by, "by": "detector"}
         return out
 
     def report(self, clips_made: int, frames_with_face: int, mode: str) -> QualityReport:
@@ -234,6 +289,9 @@ class _Session:
                 "detections_run": self.stats.detections,
                 "detections_on_face_square": self.stats.crop_detections,
                 "gops_skipped": self.stats.skipped_gops,
+                "survey": self.survey.report(),
+                "larger_scale": self.larger_scale,
+                "larger_scale_searches": self.larger_searches,
                 "codec": info.codec,
                 "container": info.container,
             },
