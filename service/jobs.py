@@ -5,9 +5,10 @@ it) and ``MemoryJobStore`` (embedded mode). A job is a small JSON document; the 
 moves it queued → preprocessing → inferring → done | failed. Terminal states are final: a second delivery of
 the same task (at-least-once queueing) cannot overwrite them, which is what makes the task idempotent.
 
-The store also carries two small things the gateway needs from the workers: the per-key count of unfinished
-jobs (the concurrency limit) and finished-job events (stage timings, failure codes) for /metrics, which the
-gateway drains at scrape time so that one process exposes all metrics.
+The store also carries two small things the gateway needs from the workers: the per-key slots of unfinished
+jobs (the concurrency limit, taken as an atomic reservation before the upload streams in) and finished-job
+events (stage timings, failure codes) for /metrics, which the gateway drains at scrape time so that one process
+exposes all metrics.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Job:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None  # {"code", "detail"}
     attempts: int = 0  # deliveries that started processing (>1 after a redelivery)
+    upload: str | None = None  # the upload's path, so a sweeper can re-enqueue the job (never shown to clients)
 
     @property
     def finished(self) -> bool:
@@ -65,7 +67,13 @@ class JobStore(Protocol):
     def update(self, job_id: str, **fields: Any) -> Job | None:
         """Apply ``fields`` unless the job is gone or already finished; return the stored job (None if gone)."""
     def delete(self, job_id: str) -> bool: ...
-    def active_count(self, owner: str) -> int: ...
+    def reserve(self, owner: str, job_id: str, limit: int) -> bool:
+        """Atomically take one of ``owner``'s ``limit`` slots for ``job_id`` (False: all taken). Slots are held by
+        unfinished jobs and by reservations; ``create(job)`` turns the reservation into the job's slot."""
+    def release(self, owner: str, job_id: str) -> None:
+        """Give back a reservation whose job was never created (the upload failed)."""
+    def active_count(self, owner: str) -> int:
+        """Slots in use: unfinished jobs plus reservations."""
     def record_finished(self, event: dict[str, Any]) -> None: ...
     def drain_finished(self) -> list[dict[str, Any]]: ...
     def ping(self) -> tuple[bool, str]: ...
@@ -79,16 +87,37 @@ class MemoryJobStore:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._events: deque[dict[str, Any]] = deque(maxlen=10_000)
+        self._reserved: dict[str, tuple[str, float]] = {}  # job id → (owner, expiry)
 
     def _expire(self) -> None:
-        cutoff = time.time() - self.ttl_s
+        now = time.time()
+        cutoff = now - self.ttl_s
         for jid in [j.id for j in self._jobs.values() if j.updated_at < cutoff]:
             del self._jobs[jid]
+        for jid in [jid for jid, (_, until) in self._reserved.items() if until < now]:
+            del self._reserved[jid]
+
+    def _in_use(self, owner: str) -> int:
+        return (sum(1 for j in self._jobs.values() if j.owner == owner and not j.finished)
+                + sum(1 for o, _ in self._reserved.values() if o == owner))
 
     def create(self, job: Job) -> None:
         with self._lock:
             self._expire()
             self._jobs[job.id] = Job.from_json(job.to_json())
+            self._reserved.pop(job.id, None)
+
+    def reserve(self, owner: str, job_id: str, limit: int) -> bool:
+        with self._lock:
+            self._expire()
+            if self._in_use(owner) >= limit:
+                return False
+            self._reserved[job_id] = (owner, time.time() + self.ttl_s)
+            return True
+
+    def release(self, owner: str, job_id: str) -> None:
+        with self._lock:
+            self._reserved.pop(job_id, None)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -114,7 +143,7 @@ class MemoryJobStore:
     def active_count(self, owner: str) -> int:
         with self._lock:
             self._expire()
-            return sum(1 for j in self._jobs.values() if j.owner == owner and not j.finished)
+            return self._in_use(owner)
 
     def record_finished(self, event: dict[str, Any]) -> None:
         self._events.append(event)
@@ -138,7 +167,33 @@ class RedisJobStore:
 
     PREFIX = "djldml:job:"
     ACTIVE = "djldml:active:"
+    RESERVED = "djldml:reserved:"
     EVENTS = "djldml:finished-events"
+
+    # One atomic step (Redis runs a script alone): prune the owner's set of ids that are neither an unfinished
+    # job nor a live reservation, count the rest, and — when ARGV[1] is a job id and the count is under the
+    # limit — add the reservation. Returns the count before adding. (Keys besides KEYS[1] are derived in the
+    # script: fine on one Redis server, which is what the service uses; not for Redis Cluster.)
+    _RESERVE_LUA = """
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local raw = redis.call('GET', ARGV[4] .. id)
+  local alive
+  if raw then
+    local st = cjson.decode(raw)['status']
+    alive = st ~= 'done' and st ~= 'failed'
+  else
+    alive = redis.call('EXISTS', ARGV[5] .. id) == 1
+  end
+  if alive then n = n + 1 else redis.call('SREM', KEYS[1], id) end
+end
+if ARGV[1] ~= '' and n < tonumber(ARGV[2]) then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('SET', ARGV[5] .. ARGV[1], '1', 'EX', ARGV[3])
+end
+return n
+"""
 
     def __init__(self, url: str, ttl_s: int):
         import redis
@@ -148,6 +203,7 @@ class RedisJobStore:
         self.ttl_s = ttl_s
         self.r = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=3.0,
                                       health_check_interval=10, retry_on_timeout=False)
+        self._reserve = self.r.register_script(self._RESERVE_LUA)
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -161,6 +217,7 @@ class RedisJobStore:
             p.set(self.PREFIX + job.id, job.to_json(), ex=self.ttl_s)
             p.sadd(self.ACTIVE + job.owner, job.id)
             p.expire(self.ACTIVE + job.owner, self.ttl_s)
+            p.delete(self.RESERVED + job.id)  # the job now holds the slot
             p.execute()
 
         self._call(tx)
@@ -198,18 +255,19 @@ class RedisJobStore:
                    .execute())
         return True
 
+    def _run_reserve(self, owner: str, job_id: str, limit: int) -> int:
+        return int(self._call(self._reserve, keys=[self.ACTIVE + owner],
+                              args=[job_id, limit, self.ttl_s, self.PREFIX, self.RESERVED]))
+
+    def reserve(self, owner: str, job_id: str, limit: int) -> bool:
+        return self._run_reserve(owner, job_id, limit) < limit
+
+    def release(self, owner: str, job_id: str) -> None:
+        self._call(lambda: self.r.pipeline().srem(self.ACTIVE + owner, job_id).delete(self.RESERVED + job_id)
+                   .execute())
+
     def active_count(self, owner: str) -> int:
-        ids = [i.decode() for i in self._call(self.r.smembers, self.ACTIVE + owner)]
-        if not ids:
-            return 0
-        raws = self._call(self.r.mget, [self.PREFIX + i for i in ids])
-        alive = 0
-        for jid, raw in zip(ids, raws, strict=True):
-            if raw and not Job.from_json(raw).finished:
-                alive += 1
-            else:  # expired or finished behind our back: prune
-                self._call(self.r.srem, self.ACTIVE + owner, jid)
-        return alive
+        return self._run_reserve(owner, "", 0)
 
     def record_finished(self, event: dict[str, Any]) -> None:
         def tx():

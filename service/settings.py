@@ -7,13 +7,14 @@ gateway, the job store is in memory); no ``DJLDML_TORCHSERVE_URL`` → the in-pr
 
 from __future__ import annotations
 
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .storage import default_upload_dir
 
 
 class Settings(BaseSettings):
@@ -28,7 +29,8 @@ class Settings(BaseSettings):
     torchserve_max_request_bytes: int = Field(6_553_500, gt=0, description="TorchServe's max_request_size")
     model_name: str = "djldml-demo"
     model_store: Path = Path("model_store")
-    upload_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "djldml-uploads")
+    upload_dir: Path = Field(default_factory=default_upload_dir,
+                             description="private (0700) directory of uploads; default ~/.cache/djldml/uploads")
 
     # Limits
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest accepted upload, enforced while streaming")
@@ -44,6 +46,9 @@ class Settings(BaseSettings):
     )
 
     # Timeouts and lifetimes
+    upload_idle_timeout_s: float = Field(
+        30.0, gt=0, description="an upload that sends nothing for this long is dropped (408, partial file deleted)"
+    )
     predict_wait_s: float = Field(60.0, ge=0, description="POST /predict waits this long before answering 202")
     job_ttl_s: int = Field(3600, gt=0, description="how long job status and result are kept")
     backend_timeout_s: float = Field(120.0, gt=0, description="one inference request to the backend")

@@ -31,6 +31,7 @@ PROBLEMS: dict[str, ProblemType] = {
     "invalid_request": ProblemType(422, "The request is malformed (missing 'video' field or bad parameter)"),
     "unsupported_media_type": ProblemType(415, "Send multipart/form-data with a video file in the 'video' field"),
     "upload_too_large": ProblemType(413, "The upload exceeds the size limit"),
+    "request_timeout": ProblemType(408, "The upload stalled: nothing was received for too long"),
     "not_a_video": ProblemType(422, "The upload is not a video that can be decoded"),
     "video_too_long": ProblemType(422, "The video is longer than the limit"),
     "video_too_short": ProblemType(422, "The video is shorter than the limit"),
