@@ -14,6 +14,7 @@ exposes all metrics.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -23,6 +24,9 @@ from typing import Any, Protocol
 
 QUEUED, PREPROCESSING, INFERRING, DONE, FAILED = "queued", "preprocessing", "inferring", "done", "failed"
 TERMINAL = frozenset({DONE, FAILED})
+
+
+log = logging.getLogger("service.jobs")
 
 
 class StoreUnavailable(Exception):
@@ -162,7 +166,11 @@ class RedisJobStore:
     """Full stack: one Redis key per job (JSON, with TTL), a set of unfinished job ids per owner.
 
     Updates run in a WATCH/MULTI transaction so that a finished job is never reopened by a late writer.
-    Short socket timeouts make a dead Redis a fast ``StoreUnavailable`` instead of a hang.
+    Short socket timeouts make a dead Redis a fast ``StoreUnavailable`` instead of a hang — at once for the
+    gateway (``patience_s=0``: a client gets 503 and retries), while a worker (``patience_s`` > 0) retries each
+    operation with doubling delays (0.2 s … 2 s) for up to ``patience_s`` seconds, so a Redis that stalls or
+    restarts does not cost the job it is running. Every operation is safe to repeat (SET, SADD, a re-read
+    transaction); at worst a repeated RPUSH counts a finished-job event twice in /metrics.
     """
 
     PREFIX = "djldml:job:"
@@ -195,21 +203,27 @@ end
 return n
 """
 
-    def __init__(self, url: str, ttl_s: int):
+    def __init__(self, url: str, ttl_s: int, patience_s: float = 0.0):
         import redis
 
         self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
         self._watch_error = redis.exceptions.WatchError
-        self.ttl_s = ttl_s
+        self.ttl_s, self.patience_s = ttl_s, patience_s
         self.r = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=3.0,
                                       health_check_interval=10, retry_on_timeout=False)
         self._reserve = self.r.register_script(self._RESERVE_LUA)
 
     def _call(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except self._redis_errors as exc:
-            raise StoreUnavailable(f"job store unreachable: {exc.__class__.__name__}") from None
+        deadline, delay = time.monotonic() + self.patience_s, 0.2
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except self._redis_errors as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailable(f"job store unreachable: {exc.__class__.__name__}") from None
+                log.warning("job store unreachable (%s); retrying in %.1f s", exc.__class__.__name__, delay)
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     def create(self, job: Job) -> None:
         def tx():

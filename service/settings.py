@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     torchserve_management_url: str | None = Field(None, description="TorchServe management API (model status)")
     torchserve_token: str | None = Field(None, description="inference API bearer token (TorchServe token auth on)")
     torchserve_management_token: str | None = Field(None, description="management API bearer token")
+    torchserve_key_file: Path | None = Field(
+        None, description="TorchServe's key_file.json (same host): keys read from it, again when it changes"
+    )
     torchserve_max_request_bytes: int = Field(6_553_500, gt=0, description="TorchServe's max_request_size")
     model_name: str = "djldml-demo"
     model_store: Path = Path("model_store")
@@ -55,11 +58,25 @@ class Settings(BaseSettings):
     backend_retries: int = Field(3, ge=0, description="retries of a batch while the backend is unavailable")
     backend_retry_delay_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry")
     inference_batch_clips: int = Field(8, gt=0, description="clips per backend request (TorchServe body limit)")
-    broker_visibility_timeout_s: int = Field(
-        1200, gt=0, description="an unacknowledged job is redelivered after this long (worker lost)"
+    job_time_limit_s: int = Field(
+        960, gt=0, description="longest a job may run in a worker (the face pipeline's own budget is 900 s); "
+                               "past it the job fails with job_timeout"
+    )
+    broker_visibility_timeout_s: int | None = Field(
+        None, gt=0, description="an unacknowledged job is redelivered after this long (worker lost); "
+                                "default JOB_TIME_LIMIT_S + 60: it must exceed the longest job"
     )
     broker_restore_interval_s: int = Field(60, gt=0, description="how often workers look for such jobs")
     max_job_attempts: int = Field(3, gt=0, description="deliveries of one job whose worker died before it fails")
+    store_patience_s: float = Field(
+        60.0, ge=0, description="a worker waits this long for an unreachable Redis (bounded backoff) before "
+                                "deferring the job to a redelivery"
+    )
+    sweep_interval_s: float = Field(60.0, gt=0, description="how often the gateway's sweeper runs")
+    stale_job_s: int | None = Field(
+        None, gt=0, description="an unfinished job not updated for this long is enqueued again by the sweeper; "
+                                "default the visibility timeout"
+    )
     embedded_workers: int = Field(1, gt=0, description="job threads in embedded mode")
     retry_after_s: int = Field(5, gt=0, description="Retry-After of 503 answers")
 
@@ -73,6 +90,19 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return not self.broker_url
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """The broker's visibility timeout, seconds: as set, else the job time limit + 60 s. A message is
+        unacknowledged from the moment a worker fetches it until its job ends; with late acks and prefetch 1 a
+        worker fetches a message only when a slot is free, so that is the job's run time, at most the time
+        limit. Anything shorter would redeliver live jobs; it is also how long a job whose whole worker died
+        waits before it runs again (plus up to BROKER_RESTORE_INTERVAL_S)."""
+        return self.broker_visibility_timeout_s or self.job_time_limit_s + 60
+
+    @property
+    def stale_after_s(self) -> int:
+        return self.stale_job_s or self.visibility_timeout_s
 
     @property
     def model_archive(self) -> Path:

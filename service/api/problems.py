@@ -52,6 +52,7 @@ PROBLEMS: dict[str, ProblemType] = {
     "backend_unavailable": ProblemType(503, "The inference backend is unavailable; retry later"),
     "not_ready": ProblemType(503, "The service is not ready"),
     "worker_lost": ProblemType(500, "The worker processing this job died repeatedly"),
+    "job_timeout": ProblemType(500, "The job took longer than the service's time limit"),
     "model_error": ProblemType(500, "The model could not process the clips"),
     "internal_error": ProblemType(500, "Internal error"),
 }

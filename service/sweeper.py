@@ -1,0 +1,87 @@
+"""The sweeper: no accepted job is lost and no upload outlives its job, whatever broke in between.
+
+It runs in the gateway (a thread, every ``SWEEP_INTERVAL_S``) and looks at the uploads on disk, which are named
+by job id. For each upload that nobody is writing any more (untouched for longer than the upload idle timeout):
+
+- the job is gone (deleted, expired, or never created) or finished → the upload is deleted;
+- the job is unfinished and has not been updated for ``STALE_JOB_S`` (default: the broker's visibility
+  timeout, longer than any live job runs without an update) → it is enqueued again and its ``updated_at`` is
+  touched, so it is not enqueued again before another ``STALE_JOB_S``. This recovers jobs whose message was
+  lost (a Redis without persistence restarted, a retry that could not be published while Redis stalled).
+
+Enqueuing a job twice is safe: the task is idempotent (a finished job is left alone, see service.processing).
+So an upload outlives its job by at most ``SWEEP_INTERVAL_S`` (plus the idle timeout for an abandoned upload),
+and a job whose message was lost runs again after at most ``STALE_JOB_S + SWEEP_INTERVAL_S``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from .jobs import JobStore, StoreUnavailable
+from .settings import Settings
+from .storage import LocalUploadStorage
+
+log = logging.getLogger("service.sweeper")
+
+
+@dataclass
+class SweepReport:
+    deleted: int = 0  # uploads whose job was gone or finished
+    requeued: int = 0  # stale unfinished jobs enqueued again
+
+
+def sweep(store: JobStore, storage: LocalUploadStorage, runner, settings: Settings,
+          now: float | None = None) -> SweepReport:
+    """One pass over the upload directory (see the module docstring); raises StoreUnavailable when the job
+    store cannot be read (nothing is deleted then: an unreadable job is not a gone job)."""
+    now = time.time() if now is None else now
+    report = SweepReport()
+    quiet_s = settings.upload_idle_timeout_s + 5.0  # an upload still streaming in is written to at least this often
+    for job_id, path, age_s in storage.uploads():
+        if age_s < quiet_s:
+            continue
+        job = store.get(job_id)
+        if job is None or job.finished:
+            storage.delete(path)
+            report.deleted += 1
+        elif now - job.updated_at > settings.stale_after_s:
+            if store.update(job_id) is None:  # touch: not again for another STALE_JOB_S
+                continue
+            try:
+                runner.submit(job_id, path)
+                report.requeued += 1
+            except StoreUnavailable:
+                log.warning("sweeper: broker unreachable, job not enqueued again yet")
+    if report.deleted or report.requeued:
+        log.info("sweeper: %d uploads deleted, %d stale jobs enqueued again", report.deleted, report.requeued)
+    return report
+
+
+class Sweeper:
+    """Runs :func:`sweep` every ``settings.sweep_interval_s`` in a daemon thread until ``stop()``."""
+
+    def __init__(self, store: JobStore, storage: LocalUploadStorage, runner, settings: Settings):
+        self.store, self.storage, self.runner, self.settings = store, storage, runner, settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="djldml-sweeper", daemon=True)
+
+    def start(self) -> Sweeper:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.sweep_interval_s):
+            try:
+                sweep(self.store, self.storage, self.runner, self.settings)
+            except StoreUnavailable:
+                log.warning("sweeper: job store unreachable; next pass in %.0f s", self.settings.sweep_interval_s)
+            except Exception as exc:  # the sweeper must outlive any one bad pass
+                log.error("sweeper pass failed: %s", exc.__class__.__name__)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
