@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated API keys; empty = open API (a warning at start-up)"
     )
+    allow_open_api: bool = Field(
+        False, description="serve without API keys on a non-loopback address; without it the gateway refuses"
+    )
 
     # Timeouts and lifetimes
     upload_idle_timeout_s: float = Field(
