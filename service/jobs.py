@@ -78,6 +78,10 @@ class JobStore(Protocol):
         """Give back a reservation whose job was never created (the upload failed)."""
     def active_count(self, owner: str) -> int:
         """Slots in use: unfinished jobs plus reservations."""
+    def take_lease(self, job_id: str, holder: str, ttl_s: float) -> bool:
+        """Hold (or renew) the job's run lease for ``ttl_s``; False when another holder has it."""
+    def drop_lease(self, job_id: str, holder: str) -> None: ...
+    def has_lease(self, job_id: str) -> bool: ...
     def record_finished(self, event: dict[str, Any]) -> None: ...
     def drain_finished(self) -> list[dict[str, Any]]: ...
     def ping(self) -> tuple[bool, str]: ...
@@ -92,6 +96,7 @@ class MemoryJobStore:
         self._lock = threading.Lock()
         self._events: deque[dict[str, Any]] = deque(maxlen=10_000)
         self._reserved: dict[str, tuple[str, float]] = {}  # job id → (owner, expiry)
+        self._leases: dict[str, tuple[str, float]] = {}  # job id → (holder, expiry)
 
     def _expire(self) -> None:
         now = time.time()
@@ -149,6 +154,24 @@ class MemoryJobStore:
             self._expire()
             return self._in_use(owner)
 
+    def take_lease(self, job_id: str, holder: str, ttl_s: float) -> bool:
+        with self._lock:
+            current = self._leases.get(job_id)
+            if current and current[0] != holder and current[1] > time.time():
+                return False
+            self._leases[job_id] = (holder, time.time() + ttl_s)
+            return True
+
+    def drop_lease(self, job_id: str, holder: str) -> None:
+        with self._lock:
+            if self._leases.get(job_id, ("",))[0] == holder:
+                del self._leases[job_id]
+
+    def has_lease(self, job_id: str) -> bool:
+        with self._lock:
+            current = self._leases.get(job_id)
+            return bool(current and current[1] > time.time())
+
     def record_finished(self, event: dict[str, Any]) -> None:
         self._events.append(event)
 
@@ -176,6 +199,7 @@ class RedisJobStore:
     PREFIX = "djldml:job:"
     ACTIVE = "djldml:active:"
     RESERVED = "djldml:reserved:"
+    LEASE = "djldml:lease:"
     EVENTS = "djldml:finished-events"
 
     # One atomic step (Redis runs a script alone): prune the owner's set of ids that are neither an unfinished
@@ -202,6 +226,16 @@ if ARGV[1] ~= '' and n < tonumber(ARGV[2]) then
 end
 return n
 """
+    _TAKE_LEASE_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+    _DROP_LEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
     def __init__(self, url: str, ttl_s: int, patience_s: float = 0.0):
         import redis
@@ -212,6 +246,8 @@ return n
         self.r = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=3.0,
                                       health_check_interval=10, retry_on_timeout=False)
         self._reserve = self.r.register_script(self._RESERVE_LUA)
+        self._take_lease = self.r.register_script(self._TAKE_LEASE_LUA)
+        self._drop_lease = self.r.register_script(self._DROP_LEASE_LUA)
 
     def _call(self, fn, *args, **kwargs):
         deadline, delay = time.monotonic() + self.patience_s, 0.2
@@ -282,6 +318,15 @@ return n
 
     def active_count(self, owner: str) -> int:
         return self._run_reserve(owner, "", 0)
+
+    def take_lease(self, job_id: str, holder: str, ttl_s: float) -> bool:
+        return bool(self._call(self._take_lease, keys=[self.LEASE + job_id], args=[holder, int(ttl_s * 1000)]))
+
+    def drop_lease(self, job_id: str, holder: str) -> None:
+        self._call(self._drop_lease, keys=[self.LEASE + job_id], args=[holder])
+
+    def has_lease(self, job_id: str) -> bool:
+        return bool(self._call(self.r.exists, self.LEASE + job_id))
 
     def record_finished(self, event: dict[str, Any]) -> None:
         def tx():

@@ -75,7 +75,11 @@ class Settings(BaseSettings):
         60.0, ge=0, description="a worker waits this long for an unreachable Redis (bounded backoff) before "
                                 "deferring the job to a redelivery"
     )
-    sweep_interval_s: float = Field(60.0, gt=0, description="how often the gateway's sweeper runs")
+    lease_s: float = Field(
+        30.0, gt=0, description="a running job's lease, renewed every third of it; once it lapses (the worker "
+                                "died) the sweeper enqueues the job again"
+    )
+    sweep_interval_s: float = Field(15.0, gt=0, description="how often the gateway's sweeper runs")
     stale_job_s: int | None = Field(
         None, gt=0, description="an unfinished job not updated for this long is enqueued again by the sweeper; "
                                 "default the visibility timeout"

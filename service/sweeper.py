@@ -4,14 +4,19 @@ It runs in the gateway (a thread, every ``SWEEP_INTERVAL_S``) and looks at the u
 by job id. For each upload that nobody is writing any more (untouched for longer than the upload idle timeout):
 
 - the job is gone (deleted, expired, or never created) or finished → the upload is deleted;
-- the job is unfinished and has not been updated for ``STALE_JOB_S`` (default: the broker's visibility
-  timeout, longer than any live job runs without an update) → it is enqueued again and its ``updated_at`` is
-  touched, so it is not enqueued again before another ``STALE_JOB_S``. This recovers jobs whose message was
-  lost (a Redis without persistence restarted, a retry that could not be published while Redis stalled).
+- the job is running by its status (preprocessing, inferring) but nobody holds its lease (service.lease) and
+  it has not been updated for ``LEASE_S`` → its worker died: it is enqueued again at once, so a healthy worker
+  resumes it within about ``LEASE_S + SWEEP_INTERVAL_S``, not after the broker's visibility timeout;
+- the job is queued and has not been updated for ``STALE_JOB_S`` (default: the broker's visibility timeout)
+  → its message may be lost (a Redis without persistence restarted, a retry that could not be published while
+  Redis stalled): it is enqueued again.
+
+Either way ``updated_at`` is touched, so the job is not enqueued again before another period.
 
 Enqueuing a job twice is safe: the task is idempotent (a finished job is left alone, see service.processing).
 So an upload outlives its job by at most ``SWEEP_INTERVAL_S`` (plus the idle timeout for an abandoned upload),
-and a job whose message was lost runs again after at most ``STALE_JOB_S + SWEEP_INTERVAL_S``.
+a job whose worker died runs again after about ``LEASE_S + SWEEP_INTERVAL_S``, and one whose message was lost
+after at most ``STALE_JOB_S + SWEEP_INTERVAL_S``.
 """
 
 from __future__ import annotations
@@ -21,17 +26,19 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .jobs import JobStore, StoreUnavailable
+from .jobs import INFERRING, PREPROCESSING, JobStore, StoreUnavailable
 from .settings import Settings
 from .storage import LocalUploadStorage
 
 log = logging.getLogger("service.sweeper")
 
+RUNNING = (PREPROCESSING, INFERRING)
+
 
 @dataclass
 class SweepReport:
     deleted: int = 0  # uploads whose job was gone or finished
-    requeued: int = 0  # stale unfinished jobs enqueued again
+    requeued: int = 0  # unfinished jobs enqueued again (worker lost, or message lost)
 
 
 def sweep(store: JobStore, storage: LocalUploadStorage, runner, settings: Settings,
@@ -48,7 +55,8 @@ def sweep(store: JobStore, storage: LocalUploadStorage, runner, settings: Settin
         if job is None or job.finished:
             storage.delete(path)
             report.deleted += 1
-        elif now - job.updated_at > settings.stale_after_s:
+        elif (job.status in RUNNING and now - job.updated_at > settings.lease_s and not store.has_lease(job_id)) \
+                or now - job.updated_at > settings.stale_after_s:
             if store.update(job_id) is None:  # touch: not again for another STALE_JOB_S
                 continue
             try:

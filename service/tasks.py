@@ -18,6 +18,7 @@ from celery.exceptions import Retry
 
 from .celery_app import celery_app
 from .jobs import StoreUnavailable
+from .lease import run_leased
 from .processing import run_job
 from .settings import get_settings
 
@@ -40,8 +41,12 @@ def run_job_task(self, job_id: str, upload_path: str) -> str:
     store, backend, storage, settings = _components()
     try:
         # final=False: an unreachable store keeps the upload, whatever the attempt (the job is not over).
-        return run_job(job_id, upload_path, store=store, backend=backend, storage=storage, settings=settings,
-                       final=False)
+        ran, status = run_leased(store, job_id, settings.lease_s, lambda: run_job(
+            job_id, upload_path, store=store, backend=backend, storage=storage, settings=settings, final=False))
+        if not ran:
+            log.info("job %s is running in another worker; this delivery leaves it to that one", job_id)
+            return "running-elsewhere"
+        return status
     except StoreUnavailable as exc:
         if self.request.retries >= STORE_RETRIES:
             log.error("job %s deferred: job store unreachable; the sweeper will enqueue it again", job_id)

@@ -89,3 +89,15 @@ def test_simultaneous_reservations_from_many_clients_take_exactly_the_limit(redi
     for t in threads:
         t.join()
     assert sorted(results) == [False] * 12 + [True] * 4
+
+
+def test_leases_are_exclusive_renewable_and_lapse(redis_url):
+    s = RedisJobStore(redis_url, ttl_s=60)
+    assert s.take_lease("l1", "a", 0.3) and not s.take_lease("l1", "b", 0.3)
+    assert s.take_lease("l1", "a", 0.3) and s.has_lease("l1")
+    s.drop_lease("l1", "b")  # not the holder
+    assert s.has_lease("l1")
+    time.sleep(0.4)
+    assert not s.has_lease("l1") and s.take_lease("l1", "b", 5)
+    s.drop_lease("l1", "b")
+    assert not s.has_lease("l1")

@@ -1,12 +1,14 @@
 """The sweeper (service.sweeper) with the in-memory store and a recording runner: uploads whose job is gone or
-finished are deleted, stale unfinished jobs are enqueued again (once per STALE_JOB_S), fresh uploads are left."""
+finished are deleted, stale unfinished jobs are enqueued again (once per STALE_JOB_S), running jobs whose lease
+lapsed at once, fresh uploads are left. And the lease itself (service.lease)."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from service.jobs import DONE, Job, MemoryJobStore
+from service.jobs import DONE, PREPROCESSING, Job, MemoryJobStore
+from service.lease import run_leased
 from service.settings import Settings
 from service.storage import LocalUploadStorage
 from service.sweeper import sweep
@@ -51,3 +53,41 @@ def test_sweep_deletes_orphans_and_requeues_stale_jobs(tmp_path):
     assert sweep(store, storage, runner, settings).requeued == 0  # touched: not again before STALE_JOB_S
     later = sweep(store, storage, runner, settings, now=time.time() + 101)  # both unfinished jobs stale by then
     assert later.requeued == 2 and runner.submitted == ["dddd", "dddd", "eeee"]
+
+
+def test_a_running_job_whose_lease_lapsed_is_requeued_at_once_a_leased_one_is_not(tmp_path):
+    settings = Settings(upload_dir=tmp_path / "up", upload_idle_timeout_s=5, lease_s=2, stale_job_s=1000)
+    store, storage, runner = MemoryJobStore(ttl_s=3600), LocalUploadStorage(tmp_path / "up"), Runner()
+    for jid in ("dead", "alive"):
+        _upload(storage, jid, 60)
+        store.create(Job(id=jid, owner="o"))
+        store.update(jid, status=PREPROCESSING)
+        store._jobs[jid].updated_at = time.time() - 10  # no status write for 10 s (> LEASE_S)
+    assert store.take_lease("alive", "worker-1", 30)
+    assert sweep(store, storage, runner, settings).requeued == 1
+    assert runner.submitted == ["dead"]
+
+
+def test_run_leased_runs_once_at_a_time_and_the_heartbeat_keeps_the_lease(tmp_path):
+    store = MemoryJobStore(ttl_s=3600)
+    inner: list = []
+
+    def job():
+        time.sleep(0.5)  # longer than the lease: only the heartbeat keeps it
+        inner.append(store.has_lease("j"))
+        inner.append(run_leased(store, "j", 0.2, lambda: "second"))  # a second delivery meanwhile
+        return "first"
+
+    assert run_leased(store, "j", 0.2, job) == (True, "first")
+    assert inner == [True, (False, None)]
+    assert not store.has_lease("j")  # dropped when done
+
+
+def test_a_lapsed_lease_can_be_taken_over():
+    store = MemoryJobStore(ttl_s=3600)
+    assert store.take_lease("j", "a", 0.05) and not store.take_lease("j", "b", 0.05)
+    assert store.take_lease("j", "a", 0.05)  # renewal by the holder
+    time.sleep(0.08)
+    assert not store.has_lease("j") and store.take_lease("j", "b", 0.05)
+    store.drop_lease("j", "a")  # not the holder: nothing happens
+    assert store.has_lease("j")
