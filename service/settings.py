@@ -80,9 +80,9 @@ class Settings(BaseSettings):
                                 "died) the sweeper enqueues the job again"
     )
     sweep_interval_s: float = Field(15.0, gt=0, description="how often the gateway's sweeper runs")
-    stale_job_s: int | None = Field(
-        None, gt=0, description="an unfinished job not updated for this long is enqueued again by the sweeper; "
-                                "default the visibility timeout"
+    stale_job_s: float = Field(
+        300.0, gt=0, description="a queued job not updated for this long is enqueued again by the sweeper "
+                                 "(its message may have been lost); a duplicate of a waiting job is a no-op"
     )
     embedded_workers: int = Field(1, gt=0, description="job threads in embedded mode")
     retry_after_s: int = Field(5, gt=0, description="Retry-After of 503 answers")
@@ -106,10 +106,6 @@ class Settings(BaseSettings):
         limit. Anything shorter would redeliver live jobs; it is also how long a job whose whole worker died
         waits before it runs again (plus up to BROKER_RESTORE_INTERVAL_S)."""
         return self.broker_visibility_timeout_s or self.job_time_limit_s + 60
-
-    @property
-    def stale_after_s(self) -> int:
-        return self.stale_job_s or self.visibility_timeout_s
 
     @property
     def model_archive(self) -> Path:

@@ -7,9 +7,10 @@ by job id. For each upload that nobody is writing any more (untouched for longer
 - the job is running by its status (preprocessing, inferring) but nobody holds its lease (service.lease) and
   it has not been updated for ``LEASE_S`` → its worker died: it is enqueued again at once, so a healthy worker
   resumes it within about ``LEASE_S + SWEEP_INTERVAL_S``, not after the broker's visibility timeout;
-- the job is queued and has not been updated for ``STALE_JOB_S`` (default: the broker's visibility timeout)
-  → its message may be lost (a Redis without persistence restarted, a retry that could not be published while
-  Redis stalled): it is enqueued again.
+- the job is queued and has not been updated for ``STALE_JOB_S`` (5 min) → its message may be lost (a Redis
+  without persistence restarted; a retry that could not be published while Redis stalled; a message that a
+  worker popped just as its connection dropped — kombu's Redis transport loses those): it is enqueued again.
+  A job that merely waits behind others gets a duplicate message, which is a no-op when it arrives.
 
 Either way ``updated_at`` is touched, so the job is not enqueued again before another period.
 
@@ -26,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .jobs import INFERRING, PREPROCESSING, JobStore, StoreUnavailable
+from .jobs import INFERRING, PREPROCESSING, QUEUED, JobStore, StoreUnavailable
 from .settings import Settings
 from .storage import LocalUploadStorage
 
@@ -56,7 +57,7 @@ def sweep(store: JobStore, storage: LocalUploadStorage, runner, settings: Settin
             storage.delete(path)
             report.deleted += 1
         elif (job.status in RUNNING and now - job.updated_at > settings.lease_s and not store.has_lease(job_id)) \
-                or now - job.updated_at > settings.stale_after_s:
+                or (job.status == QUEUED and now - job.updated_at > settings.stale_job_s):
             if store.update(job_id) is None:  # touch: not again for another STALE_JOB_S
                 continue
             try:

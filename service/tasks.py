@@ -4,8 +4,8 @@ Everything the task needs (store, backend, storage) is built once per worker pro
 the video or the backend ends the job as ``failed`` inside :func:`run_job`. The worker's job store waits out a
 Redis outage of up to STORE_PATIENCE_S (service.jobs); a longer one makes the task retry (bounded), and when
 even that cannot reach the broker the job is *deferred*, never dropped: its upload stays, and the gateway's
-sweeper (service.sweeper) enqueues it again once it has been stale for STALE_JOB_S. Anything unexpected is
-caught so the worker never dies on a job.
+sweeper (service.sweeper) enqueues it again (after LEASE_S if it had started, STALE_JOB_S if still queued).
+Anything unexpected is caught so the worker never dies on a job.
 """
 
 from __future__ import annotations
