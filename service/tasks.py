@@ -15,6 +15,7 @@ import logging
 from functools import lru_cache
 
 from celery.exceptions import Retry
+from celery.signals import worker_init
 
 from .celery_app import celery_app
 from .jobs import StoreUnavailable
@@ -33,6 +34,19 @@ def _components():
 
     s = get_settings()
     return build_store(s, worker=True), build_backend_or_unavailable(s), build_storage(s), s
+
+
+@worker_init.connect
+def _refuse_an_unsafe_upload_dir(**_) -> None:
+    """A worker whose upload directory is not private stops at start-up (exit 2), not at every job."""
+    from .storage import UnsafeUploadDir
+    from .wiring import build_storage
+
+    try:
+        build_storage(get_settings())
+    except UnsafeUploadDir as exc:
+        log.critical("%s", exc)
+        raise SystemExit(2) from None
 
 
 @celery_app.task(name="djldml.run_job", bind=True, acks_late=True, reject_on_worker_lost=True,

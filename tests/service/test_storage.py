@@ -99,3 +99,25 @@ def test_the_default_location_is_per_user_and_not_shared_tmp(monkeypatch, tmp_pa
     monkeypatch.delenv("XDG_CACHE_HOME")
     d = default_upload_dir()
     assert d.is_relative_to(Path.home()) and not d.is_relative_to(tempfile.gettempdir())
+
+
+@pytest.mark.integration
+def test_gateway_and_worker_refuse_to_start_on_a_world_writable_upload_dir(tmp_path):
+    import subprocess
+    import sys
+
+    from service.stack import free_port
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJLDML_")}
+    env.update(DJLDML_UPLOAD_DIR=str(shared), DJLDML_MODEL_STORE=str(tmp_path))
+    gateway = subprocess.run([sys.executable, "-m", "service", "--port", str(free_port())], env=env,
+                             capture_output=True, text=True, timeout=90, check=False)
+    assert gateway.returncode != 0 and "world-writable" in gateway.stderr, gateway.stderr[-2000:]
+    env["DJLDML_BROKER_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # never reached: it stops before
+    worker = subprocess.run([sys.executable, "-m", "celery", "-A", "service.celery_app:celery_app", "worker",
+                             "--concurrency", "1", "--without-gossip", "--without-mingle"], env=env,
+                            capture_output=True, text=True, timeout=90, check=False)
+    assert worker.returncode == 2 and "world-writable" in worker.stdout + worker.stderr
