@@ -15,6 +15,7 @@ BENCHES = {
     "train": "bench.bench_train",  # training clips/s per network preset
     "backends": "bench.bench_backends",  # TorchServe vs in-process on the same clips
     "e2e": "bench.bench_e2e",  # full-stack latency vs decode-only; gateway memory during a 1 GB upload
+    "faults": "bench.bench_faults",  # the fault suite's report: accepted, done, failed, lost, uploads left
 }
 
 

@@ -221,7 +221,7 @@ def test_redis_down_gives_503_then_recovers(stack_service, videos):
         assert_valid_result(r.json())
 
 
-def test_torchserve_down_typed_failure_no_hang_then_recovers(stack_service, videos, model_store):
+def test_torchserve_down_typed_failure_no_hang_then_recovers(stack_service, videos, model_store, fault_report):
     stack = stack_service.stack
     ts = stack.torchserve
     with stack_service.client() as c:
@@ -235,6 +235,9 @@ def test_torchserve_down_typed_failure_no_hang_then_recovers(stack_service, vide
             assert job["status"] == "failed" and job["error"]["code"] == "backend_unavailable", job
             assert job["error"]["status"] == 503
             assert time.monotonic() - t < 45
+            record(fault_report, "torchserve killed while preprocessing", [job], stack_service.upload_dir,
+                   time.monotonic() - t)  # "recovery" here: the time to the typed failure
+            assert fault_report[-1]["uploads_left"] == 0
             time.sleep(2.5)  # the gateway caches backend readiness for 2 s
             assert_problem(c.post("/predict", files=upload(videos["face"])), 503, "backend_unavailable")
             assert c.get("/readyz").json()["checks"]["backend"] != "ok"
