@@ -76,6 +76,8 @@ class JobStore(Protocol):
         unfinished jobs and by reservations; ``create(job)`` turns the reservation into the job's slot."""
     def release(self, owner: str, job_id: str) -> None:
         """Give back a reservation whose job was never created (the upload failed)."""
+    def reserved(self, job_id: str) -> bool:
+        """True while ``job_id`` is reserved and its job not yet created (its upload is being received)."""
     def active_count(self, owner: str) -> int:
         """Slots in use: unfinished jobs plus reservations."""
     def take_lease(self, job_id: str, holder: str, ttl_s: float) -> bool:
@@ -127,6 +129,11 @@ class MemoryJobStore:
     def release(self, owner: str, job_id: str) -> None:
         with self._lock:
             self._reserved.pop(job_id, None)
+
+    def reserved(self, job_id: str) -> bool:
+        with self._lock:
+            self._expire()
+            return job_id in self._reserved
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -315,6 +322,9 @@ return 0
     def release(self, owner: str, job_id: str) -> None:
         self._call(lambda: self.r.pipeline().srem(self.ACTIVE + owner, job_id).delete(self.RESERVED + job_id)
                    .execute())
+
+    def reserved(self, job_id: str) -> bool:
+        return bool(self._call(self.r.exists, self.RESERVED + job_id))
 
     def active_count(self, owner: str) -> int:
         return self._run_reserve(owner, "", 0)

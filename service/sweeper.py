@@ -1,7 +1,8 @@
 """The sweeper: no accepted job is lost and no upload outlives its job, whatever broke in between.
 
 It runs in the gateway (a thread, every ``SWEEP_INTERVAL_S``) and looks at the uploads on disk, which are named
-by job id. For each upload that nobody is writing any more (untouched for longer than the upload idle timeout):
+by job id. For each upload that nobody is writing any more (untouched for longer than the upload idle timeout)
+and whose id is not still reserved by the gateway (received, being probed, job not yet created):
 
 - the job is gone (deleted, expired, or never created) or finished → the upload is deleted;
 - the job is running by its status (preprocessing, inferring) but nobody holds its lease (service.lease) and
@@ -53,6 +54,8 @@ def sweep(store: JobStore, storage: LocalUploadStorage, runner, settings: Settin
         if age_s < quiet_s:
             continue
         job = store.get(job_id)
+        if job is None and store.reserved(job_id):  # received, being probed: its job is about to exist
+            continue
         if job is None or job.finished:
             storage.delete(path)
             report.deleted += 1

@@ -64,8 +64,9 @@ def test_reservations_are_atomic_slots_until_the_job_or_a_release(redis_url):
     assert not s.reserve("r1", "r-c", 2) and s.reserve("r2", "r-c", 2)
     s.release("r1", "r-a")
     assert s.active_count("r1") == 1 and s.reserve("r1", "r-d", 2)
+    assert s.reserved("r-b") and not s.reserved("r-a")
     s.create(Job(id="r-b", owner="r1"))  # the reservation becomes the job's slot
-    assert s.r.exists(RedisJobStore.RESERVED + "r-b") == 0
+    assert s.r.exists(RedisJobStore.RESERVED + "r-b") == 0 and not s.reserved("r-b")
     assert s.active_count("r1") == 2 and not s.reserve("r1", "r-e", 2)
     s.update("r-b", status=DONE)
     assert s.active_count("r1") == 1 and s.reserve("r1", "r-e", 2)

@@ -44,11 +44,13 @@ def test_sweep_deletes_orphans_and_requeues_stale_jobs(tmp_path):
     store._jobs["dddd"].updated_at = time.time() - 500  # queued for 500 s with no sign of life
     running = _upload(storage, "eeee", 60)
     store.create(Job(id="eeee", owner="o"))  # updated just now
+    probing = _upload(storage, "ffff", 60)  # received a while ago, still being probed: reserved, no job yet
+    assert store.reserve("o", "ffff", 10)
 
     report = sweep(store, storage, runner, settings)
     assert (report.deleted, report.requeued) == (2, 1)
     assert not gone.exists() and not done.exists()
-    assert streaming.exists() and stale.exists() and running.exists()
+    assert streaming.exists() and stale.exists() and running.exists() and probing.exists()
     assert runner.submitted == ["dddd"]
     assert sweep(store, storage, runner, settings).requeued == 0  # touched: not again before STALE_JOB_S
     later = sweep(store, storage, runner, settings, now=time.time() + 101)  # both unfinished jobs stale by then
