@@ -16,6 +16,7 @@ BENCHES = {
     "backends": "bench.bench_backends",  # TorchServe vs in-process on the same clips
     "e2e": "bench.bench_e2e",  # full-stack latency vs decode-only; gateway memory during a 1 GB upload
     "invariance": "bench.bench_invariance",  # score moves when one scene is captured differently (demo model)
+    "faults": "bench.bench_faults",  # the fault suite's report: accepted, done, failed, lost, uploads left
 }
 
 

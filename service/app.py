@@ -19,6 +19,7 @@ from .api.routes import router
 from .gateway import Gateway
 from .metrics import Metrics, RequestMetricsMiddleware
 from .settings import Settings
+from .sweeper import Sweeper
 
 log = logging.getLogger("service")
 
@@ -50,11 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runner = wiring.build_runner(settings, store, backend, storage)
         app.state.gateway = Gateway(settings, store, storage, backend, runner, metrics)
         app.state.gateway.warn_about_preprocessing()
+        sweeper = Sweeper(store, storage, runner, settings).start()
         log.info("gateway ready: %s mode, backend %s", "embedded" if settings.embedded else "stack",
                  type(backend).__name__)
         try:
             yield
         finally:
+            sweeper.stop()
             runner.close()
             backend.close()
 

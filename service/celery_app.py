@@ -2,8 +2,10 @@
 
 ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its task finished, so
 a worker killed mid-job (SIGKILL, OOM, lost host) leaves the message unacknowledged and another worker runs it
-again — after ``broker_visibility_timeout_s`` when the whole worker died (found by a sweep every
-``broker_restore_interval_s`` and when a worker starts), at once when only a pool child died.
+again — after the visibility timeout when the whole worker died (found by a sweep every
+``broker_restore_interval_s`` and when a worker starts), at once when only a pool child died. The visibility
+timeout defaults to twice ``job_time_limit_s`` (Settings.visibility_timeout_s): a live job is never redelivered,
+and a crashed worker's job starts again at most that long (plus the restore interval) after the crash.
 The task is idempotent (see service.processing), which is what makes a second run safe. Prefetch 1: a worker
 holds at most one job it has not started, so a crash strands little.
 
@@ -19,7 +21,7 @@ from .settings import get_settings
 
 
 def make_celery(broker_url: str | None, visibility_timeout_s: int = 1200, restore_interval_s: int = 60,
-                job_ttl_s: int = 3600) -> Celery:
+                job_ttl_s: int = 3600, job_time_limit_s: int = 600) -> Celery:
     app = Celery("djldml", broker=broker_url or "memory://", include=["service.tasks"])
     app.conf.update(
         task_serializer="json",
@@ -30,6 +32,10 @@ def make_celery(broker_url: str | None, visibility_timeout_s: int = 1200, restor
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A job past its limit gets SoftTimeLimitExceeded (it fails as job_timeout); 30 s later the pool child
+        # is killed. Without a limit no visibility timeout could be "longer than the longest job".
+        task_soft_time_limit=job_time_limit_s,
+        task_time_limit=job_time_limit_s + 30,
         task_track_started=False,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2.0,
@@ -51,4 +57,5 @@ def make_celery(broker_url: str | None, visibility_timeout_s: int = 1200, restor
 
 
 _s = get_settings()
-celery_app = make_celery(_s.broker_url, _s.broker_visibility_timeout_s, _s.broker_restore_interval_s, _s.job_ttl_s)
+celery_app = make_celery(_s.broker_url, _s.visibility_timeout_s, _s.broker_restore_interval_s, _s.job_ttl_s,
+                         _s.job_time_limit_s)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .backends.base import InferenceBackend
 from .jobs import JobStore
+from .lease import run_leased
 from .processing import run_job
 from .settings import Settings
 from .storage import UploadStorage
@@ -34,8 +35,8 @@ class EmbeddedRunner:
 
     def _run(self, job_id: str, upload: Path) -> None:
         try:
-            run_job(job_id, upload, store=self.store, backend=self.backend, storage=self.storage,
-                    settings=self.settings)
+            run_leased(self.store, job_id, self.settings.lease_s, lambda: run_job(
+                job_id, upload, store=self.store, backend=self.backend, storage=self.storage, settings=self.settings))
         except Exception:  # run_job already turned job failures into "failed"; this is the last guard
             log.exception("embedded job crashed")
         finally:

@@ -1,7 +1,8 @@
 """What the routes do: accept an upload as a job, wait for it, report on it. One object per app (app.state).
 
 The checks that cost nothing run before the body is read (key, per-key job limit, queue and backend up), so a
-refused request never streams a gigabyte first. Blocking calls (Redis, probing the file) run in threads.
+refused request never streams a gigabyte first. The per-key limit is a reservation, not a count (see submit).
+Blocking calls (Redis, probing the file) run in threads.
 """
 
 from __future__ import annotations
@@ -43,28 +44,38 @@ class Gateway:
 
     # ------------------------------------------------------------------------------------------ submit, wait
     async def submit(self, request: Request, owner: str) -> str:
-        """Stream the upload to storage, create the job, enqueue it; returns the job id."""
-        active = await self._store(self.store.active_count, owner)
-        if active >= self.settings.max_concurrent_jobs_per_key:
-            raise Problem("too_many_jobs", f"{active} unfinished jobs; the limit is "
-                                           f"{self.settings.max_concurrent_jobs_per_key}")
-        ok, reason = await to_thread.run_sync(self.backend_ready)
-        if not ok:
-            raise Problem("backend_unavailable", reason)
-
-        upload = await receive_video(request, self.storage, self.settings.max_upload_bytes)
+        """Reserve a slot of the key's job limit, stream the upload to storage, create the job, enqueue it;
+        returns the job id. The slot is one atomic store operation taken before the body is read (so N
+        simultaneous uploads against a limit K accept exactly K) and given back on any failure before the job
+        exists; once it exists, the job holds the slot until it ends, is deleted or expires."""
+        limit = self.settings.max_concurrent_jobs_per_key
+        job_id = new_job_id()
+        if not await self._store(self.store.reserve, owner, job_id, limit):
+            raise Problem("too_many_jobs", f"this key has {limit} unfinished jobs, the limit")
+        created = False
         try:
-            await to_thread.run_sync(self._probe, upload.path)
-            job = Job(id=new_job_id(), owner=owner)
-            await self._store(self.store.create, job)
+            ok, reason = await to_thread.run_sync(self.backend_ready)
+            if not ok:
+                raise Problem("backend_unavailable", reason)
+            upload = await receive_video(request, self.storage, self.settings.max_upload_bytes,
+                                         self.settings.upload_idle_timeout_s, name=job_id)
             try:
-                await to_thread.run_sync(self.runner.submit, job.id, upload.path)
-            except StoreUnavailable as exc:
-                await to_thread.run_sync(self._forget, job.id)
-                raise Problem("queue_unavailable", str(exc)) from None
-        except BaseException:
-            self.storage.delete(upload.path)
-            raise
+                await to_thread.run_sync(self._probe, upload.path)
+                job = Job(id=job_id, owner=owner, upload=str(upload.path))
+                await self._store(self.store.create, job)
+                created = True
+                try:
+                    await to_thread.run_sync(self.runner.submit, job.id, upload.path)
+                except StoreUnavailable as exc:
+                    await to_thread.run_sync(self._forget, job.id)
+                    raise Problem("queue_unavailable", str(exc)) from None
+            except BaseException:
+                self.storage.delete(upload.path)
+                raise
+        finally:
+            if not created:
+                with contextlib.suppress(StoreUnavailable):  # else the reservation expires on its own
+                    await to_thread.run_sync(self.store.release, owner, job_id)
         self.metrics.upload_bytes.inc(upload.size)
         return job.id
 

@@ -5,14 +5,16 @@ it) and ``MemoryJobStore`` (embedded mode). A job is a small JSON document; the 
 moves it queued → preprocessing → inferring → done | failed. Terminal states are final: a second delivery of
 the same task (at-least-once queueing) cannot overwrite them, which is what makes the task idempotent.
 
-The store also carries two small things the gateway needs from the workers: the per-key count of unfinished
-jobs (the concurrency limit) and finished-job events (stage timings, failure codes) for /metrics, which the
-gateway drains at scrape time so that one process exposes all metrics.
+The store also carries two small things the gateway needs from the workers: the per-key slots of unfinished
+jobs (the concurrency limit, taken as an atomic reservation before the upload streams in) and finished-job
+events (stage timings, failure codes) for /metrics, which the gateway drains at scrape time so that one process
+exposes all metrics.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -22,6 +24,9 @@ from typing import Any, Protocol
 
 QUEUED, PREPROCESSING, INFERRING, DONE, FAILED = "queued", "preprocessing", "inferring", "done", "failed"
 TERMINAL = frozenset({DONE, FAILED})
+
+
+log = logging.getLogger("service.jobs")
 
 
 class StoreUnavailable(Exception):
@@ -42,6 +47,7 @@ class Job:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None  # {"code", "detail"}
     attempts: int = 0  # deliveries that started processing (>1 after a redelivery)
+    upload: str | None = None  # the upload's path, so a sweeper can re-enqueue the job (never shown to clients)
 
     @property
     def finished(self) -> bool:
@@ -65,7 +71,19 @@ class JobStore(Protocol):
     def update(self, job_id: str, **fields: Any) -> Job | None:
         """Apply ``fields`` unless the job is gone or already finished; return the stored job (None if gone)."""
     def delete(self, job_id: str) -> bool: ...
-    def active_count(self, owner: str) -> int: ...
+    def reserve(self, owner: str, job_id: str, limit: int) -> bool:
+        """Atomically take one of ``owner``'s ``limit`` slots for ``job_id`` (False: all taken). Slots are held by
+        unfinished jobs and by reservations; ``create(job)`` turns the reservation into the job's slot."""
+    def release(self, owner: str, job_id: str) -> None:
+        """Give back a reservation whose job was never created (the upload failed)."""
+    def reserved(self, job_id: str) -> bool:
+        """True while ``job_id`` is reserved and its job not yet created (its upload is being received)."""
+    def active_count(self, owner: str) -> int:
+        """Slots in use: unfinished jobs plus reservations."""
+    def take_lease(self, job_id: str, holder: str, ttl_s: float) -> bool:
+        """Hold (or renew) the job's run lease for ``ttl_s``; False when another holder has it."""
+    def drop_lease(self, job_id: str, holder: str) -> None: ...
+    def has_lease(self, job_id: str) -> bool: ...
     def record_finished(self, event: dict[str, Any]) -> None: ...
     def drain_finished(self) -> list[dict[str, Any]]: ...
     def ping(self) -> tuple[bool, str]: ...
@@ -79,16 +97,43 @@ class MemoryJobStore:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._events: deque[dict[str, Any]] = deque(maxlen=10_000)
+        self._reserved: dict[str, tuple[str, float]] = {}  # job id → (owner, expiry)
+        self._leases: dict[str, tuple[str, float]] = {}  # job id → (holder, expiry)
 
     def _expire(self) -> None:
-        cutoff = time.time() - self.ttl_s
+        now = time.time()
+        cutoff = now - self.ttl_s
         for jid in [j.id for j in self._jobs.values() if j.updated_at < cutoff]:
             del self._jobs[jid]
+        for jid in [jid for jid, (_, until) in self._reserved.items() if until < now]:
+            del self._reserved[jid]
+
+    def _in_use(self, owner: str) -> int:
+        return (sum(1 for j in self._jobs.values() if j.owner == owner and not j.finished)
+                + sum(1 for o, _ in self._reserved.values() if o == owner))
 
     def create(self, job: Job) -> None:
         with self._lock:
             self._expire()
             self._jobs[job.id] = Job.from_json(job.to_json())
+            self._reserved.pop(job.id, None)
+
+    def reserve(self, owner: str, job_id: str, limit: int) -> bool:
+        with self._lock:
+            self._expire()
+            if self._in_use(owner) >= limit:
+                return False
+            self._reserved[job_id] = (owner, time.time() + self.ttl_s)
+            return True
+
+    def release(self, owner: str, job_id: str) -> None:
+        with self._lock:
+            self._reserved.pop(job_id, None)
+
+    def reserved(self, job_id: str) -> bool:
+        with self._lock:
+            self._expire()
+            return job_id in self._reserved
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -114,7 +159,25 @@ class MemoryJobStore:
     def active_count(self, owner: str) -> int:
         with self._lock:
             self._expire()
-            return sum(1 for j in self._jobs.values() if j.owner == owner and not j.finished)
+            return self._in_use(owner)
+
+    def take_lease(self, job_id: str, holder: str, ttl_s: float) -> bool:
+        with self._lock:
+            current = self._leases.get(job_id)
+            if current and current[0] != holder and current[1] > time.time():
+                return False
+            self._leases[job_id] = (holder, time.time() + ttl_s)
+            return True
+
+    def drop_lease(self, job_id: str, holder: str) -> None:
+        with self._lock:
+            if self._leases.get(job_id, ("",))[0] == holder:
+                del self._leases[job_id]
+
+    def has_lease(self, job_id: str) -> bool:
+        with self._lock:
+            current = self._leases.get(job_id)
+            return bool(current and current[1] > time.time())
 
     def record_finished(self, event: dict[str, Any]) -> None:
         self._events.append(event)
@@ -133,27 +196,77 @@ class RedisJobStore:
     """Full stack: one Redis key per job (JSON, with TTL), a set of unfinished job ids per owner.
 
     Updates run in a WATCH/MULTI transaction so that a finished job is never reopened by a late writer.
-    Short socket timeouts make a dead Redis a fast ``StoreUnavailable`` instead of a hang.
+    Short socket timeouts make a dead Redis a fast ``StoreUnavailable`` instead of a hang — at once for the
+    gateway (``patience_s=0``: a client gets 503 and retries), while a worker (``patience_s`` > 0) retries each
+    operation with doubling delays (0.2 s … 2 s) for up to ``patience_s`` seconds, so a Redis that stalls or
+    restarts does not cost the job it is running. Every operation is safe to repeat (SET, SADD, a re-read
+    transaction); at worst a repeated RPUSH counts a finished-job event twice in /metrics.
     """
 
     PREFIX = "djldml:job:"
     ACTIVE = "djldml:active:"
+    RESERVED = "djldml:reserved:"
+    LEASE = "djldml:lease:"
     EVENTS = "djldml:finished-events"
 
-    def __init__(self, url: str, ttl_s: int):
+    # One atomic step (Redis runs a script alone): prune the owner's set of ids that are neither an unfinished
+    # job nor a live reservation, count the rest, and — when ARGV[1] is a job id and the count is under the
+    # limit — add the reservation. Returns the count before adding. (Keys besides KEYS[1] are derived in the
+    # script: fine on one Redis server, which is what the service uses; not for Redis Cluster.)
+    _RESERVE_LUA = """
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local raw = redis.call('GET', ARGV[4] .. id)
+  local alive
+  if raw then
+    local st = cjson.decode(raw)['status']
+    alive = st ~= 'done' and st ~= 'failed'
+  else
+    alive = redis.call('EXISTS', ARGV[5] .. id) == 1
+  end
+  if alive then n = n + 1 else redis.call('SREM', KEYS[1], id) end
+end
+if ARGV[1] ~= '' and n < tonumber(ARGV[2]) then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('SET', ARGV[5] .. ARGV[1], '1', 'EX', ARGV[3])
+end
+return n
+"""
+    _TAKE_LEASE_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+    _DROP_LEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+    def __init__(self, url: str, ttl_s: int, patience_s: float = 0.0):
         import redis
 
         self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
         self._watch_error = redis.exceptions.WatchError
-        self.ttl_s = ttl_s
+        self.ttl_s, self.patience_s = ttl_s, patience_s
         self.r = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=3.0,
                                       health_check_interval=10, retry_on_timeout=False)
+        self._reserve = self.r.register_script(self._RESERVE_LUA)
+        self._take_lease = self.r.register_script(self._TAKE_LEASE_LUA)
+        self._drop_lease = self.r.register_script(self._DROP_LEASE_LUA)
 
     def _call(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except self._redis_errors as exc:
-            raise StoreUnavailable(f"job store unreachable: {exc.__class__.__name__}") from None
+        deadline, delay = time.monotonic() + self.patience_s, 0.2
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except self._redis_errors as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailable(f"job store unreachable: {exc.__class__.__name__}") from None
+                log.warning("job store unreachable (%s); retrying in %.1f s", exc.__class__.__name__, delay)
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     def create(self, job: Job) -> None:
         def tx():
@@ -161,6 +274,7 @@ class RedisJobStore:
             p.set(self.PREFIX + job.id, job.to_json(), ex=self.ttl_s)
             p.sadd(self.ACTIVE + job.owner, job.id)
             p.expire(self.ACTIVE + job.owner, self.ttl_s)
+            p.delete(self.RESERVED + job.id)  # the job now holds the slot
             p.execute()
 
         self._call(tx)
@@ -198,18 +312,31 @@ class RedisJobStore:
                    .execute())
         return True
 
+    def _run_reserve(self, owner: str, job_id: str, limit: int) -> int:
+        return int(self._call(self._reserve, keys=[self.ACTIVE + owner],
+                              args=[job_id, limit, self.ttl_s, self.PREFIX, self.RESERVED]))
+
+    def reserve(self, owner: str, job_id: str, limit: int) -> bool:
+        return self._run_reserve(owner, job_id, limit) < limit
+
+    def release(self, owner: str, job_id: str) -> None:
+        self._call(lambda: self.r.pipeline().srem(self.ACTIVE + owner, job_id).delete(self.RESERVED + job_id)
+                   .execute())
+
+    def reserved(self, job_id: str) -> bool:
+        return bool(self._call(self.r.exists, self.RESERVED + job_id))
+
     def active_count(self, owner: str) -> int:
-        ids = [i.decode() for i in self._call(self.r.smembers, self.ACTIVE + owner)]
-        if not ids:
-            return 0
-        raws = self._call(self.r.mget, [self.PREFIX + i for i in ids])
-        alive = 0
-        for jid, raw in zip(ids, raws, strict=True):
-            if raw and not Job.from_json(raw).finished:
-                alive += 1
-            else:  # expired or finished behind our back: prune
-                self._call(self.r.srem, self.ACTIVE + owner, jid)
-        return alive
+        return self._run_reserve(owner, "", 0)
+
+    def take_lease(self, job_id: str, holder: str, ttl_s: float) -> bool:
+        return bool(self._call(self._take_lease, keys=[self.LEASE + job_id], args=[holder, int(ttl_s * 1000)]))
+
+    def drop_lease(self, job_id: str, holder: str) -> None:
+        self._call(self._drop_lease, keys=[self.LEASE + job_id], args=[holder])
+
+    def has_lease(self, job_id: str) -> bool:
+        return bool(self._call(self.r.exists, self.LEASE + job_id))
 
     def record_finished(self, event: dict[str, Any]) -> None:
         def tx():

@@ -113,6 +113,8 @@ def _run(job_id: str, upload: Path, store: JobStore, backend: InferenceBackend, 
         return _fail(store, job_id, "backend_unavailable", str(exc) or "inference backend unavailable", timings,
                      started)
     except Exception as exc:  # a bug or an environment failure: the job fails with a code, the worker lives on
+        if exc.__class__.__name__ == "SoftTimeLimitExceeded":  # Celery's JOB_TIME_LIMIT_S (no celery import here)
+            return _fail(store, job_id, "job_timeout", "the job ran past the time limit", timings, started)
         log.exception("job %s failed unexpectedly: %s", job_id, exc.__class__.__name__)
         return _fail(store, job_id, "internal_error", exc.__class__.__name__, timings, started)
 

@@ -7,7 +7,6 @@ gateway, the job store is in memory); no ``DJLDML_TORCHSERVE_URL`` → the in-pr
 
 from __future__ import annotations
 
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +15,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from djldml.scoring import BATCH_CLIPS
+
+from .storage import default_upload_dir
 
 
 class Settings(BaseSettings):
@@ -27,10 +28,14 @@ class Settings(BaseSettings):
     torchserve_management_url: str | None = Field(None, description="TorchServe management API (model status)")
     torchserve_token: str | None = Field(None, description="inference API bearer token (TorchServe token auth on)")
     torchserve_management_token: str | None = Field(None, description="management API bearer token")
+    torchserve_key_file: Path | None = Field(
+        None, description="TorchServe's key_file.json (same host): keys read from it, again when it changes"
+    )
     torchserve_max_request_bytes: int = Field(6_553_500, gt=0, description="TorchServe's max_request_size")
     model_name: str = "djldml-demo"
     model_store: Path = Path("model_store")
-    upload_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "djldml-uploads")
+    upload_dir: Path = Field(default_factory=default_upload_dir,
+                             description="private (0700) directory of uploads; default ~/.cache/djldml/uploads")
 
     # Limits
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest accepted upload, enforced while streaming")
@@ -43,8 +48,14 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated API keys; empty = open API (a warning at start-up)"
     )
+    allow_open_api: bool = Field(
+        False, description="serve without API keys on a non-loopback address; without it the gateway refuses"
+    )
 
     # Timeouts and lifetimes
+    upload_idle_timeout_s: float = Field(
+        30.0, gt=0, description="an upload that sends nothing for this long is dropped (408, partial file deleted)"
+    )
     predict_wait_s: float = Field(60.0, ge=0, description="POST /predict waits this long before answering 202")
     job_ttl_s: int = Field(3600, gt=0, description="how long job status and result are kept")
     backend_timeout_s: float = Field(120.0, gt=0, description="one inference request to the backend")
@@ -53,11 +64,29 @@ class Settings(BaseSettings):
     inference_batch_clips: int = Field(
         BATCH_CLIPS, gt=0, description="clips per backend request (TorchServe body limit); `trainer evaluate "
                                        "--videos` batches as the default does")
-    broker_visibility_timeout_s: int = Field(
-        1200, gt=0, description="an unacknowledged job is redelivered after this long (worker lost)"
+    job_time_limit_s: int = Field(
+        960, gt=0, description="longest a job may run in a worker (the face pipeline's own budget is 900 s); "
+                               "past it the job fails with job_timeout"
+    )
+    broker_visibility_timeout_s: int | None = Field(
+        None, gt=0, description="an unacknowledged job is redelivered after this long (worker lost); "
+                                "default JOB_TIME_LIMIT_S + 60: it must exceed the longest job"
     )
     broker_restore_interval_s: int = Field(60, gt=0, description="how often workers look for such jobs")
     max_job_attempts: int = Field(3, gt=0, description="deliveries of one job whose worker died before it fails")
+    store_patience_s: float = Field(
+        60.0, ge=0, description="a worker waits this long for an unreachable Redis (bounded backoff) before "
+                                "deferring the job to a redelivery"
+    )
+    lease_s: float = Field(
+        30.0, gt=0, description="a running job's lease, renewed every third of it; once it lapses (the worker "
+                                "died) the sweeper enqueues the job again"
+    )
+    sweep_interval_s: float = Field(15.0, gt=0, description="how often the gateway's sweeper runs")
+    stale_job_s: float = Field(
+        300.0, gt=0, description="a queued job not updated for this long is enqueued again by the sweeper "
+                                 "(its message may have been lost); a duplicate of a waiting job is a no-op"
+    )
     embedded_workers: int = Field(1, gt=0, description="job threads in embedded mode")
     retry_after_s: int = Field(5, gt=0, description="Retry-After of 503 answers")
 
@@ -71,6 +100,15 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return not self.broker_url
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """The broker's visibility timeout, seconds: as set, else the job time limit + 60 s. A message is
+        unacknowledged from the moment a worker fetches it until its job ends; with late acks and prefetch 1 a
+        worker fetches a message only when a slot is free, so that is the job's run time, at most the time
+        limit. Anything shorter would redeliver live jobs; it is also how long a job whose whole worker died
+        waits before it runs again (plus up to BROKER_RESTORE_INTERVAL_S)."""
+        return self.broker_visibility_timeout_s or self.job_time_limit_s + 60
 
     @property
     def model_archive(self) -> Path:

@@ -179,6 +179,13 @@ def _ready_or_stop(handle: ProcessHandle, wait: Callable[[], None]) -> None:
 @dataclass
 class RedisHandle(ProcessHandle):
     port: int = 0
+    workdir: Path | None = None
+    persist: bool = False
+
+    def restart(self, timeout: float = 15.0) -> RedisHandle:
+        """Stop (SIGTERM: a persistent Redis writes its data) and start again on the same port and directory."""
+        self.stop()
+        return start_redis(self.port, self.workdir, persist=self.persist, timeout=timeout)
 
     @property
     def url(self) -> str:
@@ -187,16 +194,18 @@ class RedisHandle(ProcessHandle):
 
 def start_redis(port: int | None = None, workdir: str | Path | None = None, persist: bool = False,
                 timeout: float = 15.0) -> RedisHandle:
-    """A private ``redis-server`` in the foreground on 127.0.0.1 (no snapshots unless ``persist``)."""
+    """A private ``redis-server`` in the foreground on 127.0.0.1. ``persist``: append-only file with an fsync
+    every second in ``workdir``, so queued jobs and job status survive a restart (what the local stack uses);
+    otherwise nothing is written to disk."""
     if shutil.which("redis-server") is None:
         raise RuntimeError("redis-server not found: apt-get install -y redis-server")
     port = port or free_port()
     workdir = Path(workdir or tempfile.mkdtemp(prefix="djldml-redis-"))
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = ["redis-server", "--port", str(port), "--bind", HOST, "--dir", str(workdir), "--daemonize", "no"]
-    cmd += ["--appendonly", "yes"] if persist else ["--save", "", "--appendonly", "no"]
+    cmd += ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--save", "", "--appendonly", "no"]
     h = _spawn("redis", cmd, workdir / "redis.log")
-    handle = RedisHandle(h.name, h.popen, h.log_path, port=port)
+    handle = RedisHandle(h.name, h.popen, h.log_path, port=port, workdir=workdir, persist=persist)
     _ready_or_stop(handle, lambda: wait_until(lambda: redis_ping(port), timeout, "redis", alive=handle.alive))
     return handle
 
@@ -386,6 +395,7 @@ def start_torchserve(model_store: str | Path, models: Mapping[str, str] | None =
     logs = workdir / "logs"
     tmp.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
+    (workdir / "key_file.json").unlink(missing_ok=True)  # a restart in the same directory: wait for new keys
     config = workdir / "config.properties"
     config.write_text(torchserve_config(model_store, ports, models, token_auth=token_auth, workers=workers,
                                         max_request_bytes=max_request_bytes))
@@ -472,17 +482,21 @@ class LocalStack:
 
     ``torchserve=False`` leaves the worker on the in-process backend; ``broker=False`` gives the embedded
     gateway (no Redis, no worker). ``env`` holds the settings every process got; ``stop()`` stops in reverse.
+    Secure by default: TorchServe's token authorisation is on (the worker gets the keys; any other local
+    process that reaches its ports is refused) and Redis persists its data in the work directory (a Redis
+    restart keeps every accepted job). ``token_auth=False`` / ``persist=False`` are for experiments only.
     """
 
     def __init__(self, model_store: str | Path = "model_store", model_name: str = DEFAULT_MODEL_NAME, *,
                  port: int | None = None, workdir: str | Path | None = None, broker: bool = True,
-                 torchserve: bool = True, token_auth: bool = False, workers: int = 1,
+                 torchserve: bool = True, token_auth: bool = True, workers: int = 1, persist: bool = True,
                  extra_env: Mapping[str, str] | None = None):
         self.model_store = Path(model_store).resolve()
         self.model_name = model_name
         self.port = port
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="djldml-stack-")).resolve()
         self.use_broker, self.use_torchserve, self.token_auth, self.n_workers = broker, torchserve, token_auth, workers
+        self.persist = persist
         self.env: dict[str, str] = {"DJLDML_MODEL_NAME": model_name, "DJLDML_MODEL_STORE": str(self.model_store),
                                     "DJLDML_UPLOAD_DIR": str(self.workdir / "uploads"), **(extra_env or {})}
         self.redis: RedisHandle | None = None
@@ -498,10 +512,11 @@ class LocalStack:
     def start(self) -> LocalStack:
         """Redis first (seconds); then TorchServe, the workers and the gateway start side by side and are
         awaited together (each takes seconds of imports on a busy machine)."""
-        (self.workdir / "uploads").mkdir(parents=True, exist_ok=True)
+        (self.workdir / "uploads").mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.workdir / "uploads", 0o700)
         try:
             if self.use_broker:
-                self.redis = start_redis(workdir=self.workdir / "redis")
+                self.redis = start_redis(workdir=self.workdir / "redis", persist=self.persist)
                 self.env["DJLDML_BROKER_URL"] = self.redis.url
             if self.use_torchserve:
                 mar = f"{self.model_name}.mar"
@@ -509,10 +524,8 @@ class LocalStack:
                                                    workdir=self.workdir / "torchserve", token_auth=self.token_auth)
                 self.env["DJLDML_TORCHSERVE_URL"] = self.torchserve.inference_url
                 self.env["DJLDML_TORCHSERVE_MANAGEMENT_URL"] = self.torchserve.management_url
-                if self.torchserve.token:
-                    self.env["DJLDML_TORCHSERVE_TOKEN"] = self.torchserve.token
-                if self.torchserve.management_token:
-                    self.env["DJLDML_TORCHSERVE_MANAGEMENT_TOKEN"] = self.torchserve.management_token
+                if self.token_auth:  # the keys change at each TorchServe start: workers follow the file
+                    self.env["DJLDML_TORCHSERVE_KEY_FILE"] = str(self.torchserve.workdir / "key_file.json")
             if self.use_broker:
                 for i in range(self.n_workers):
                     self.add_worker(name=f"djldml-{i}-{free_port()}@%h", wait=False)
@@ -525,6 +538,16 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def restart_torchserve(self, kill: bool = False) -> TorchServeHandle:
+        """Stop (or ``kill``) TorchServe and start it again on the same ports and directory, with new keys that
+        the workers and the gateway pick up from the key file; returns once the model is READY."""
+        ts = self.torchserve
+        assert ts is not None, "no torchserve in this stack"
+        ts.kill() if kill else ts.stop()
+        self.torchserve = start_torchserve(self.model_store, ts.models, ports=ts.ports, workdir=ts.workdir,
+                                           token_auth=ts.token_auth)
+        return self.torchserve
 
     def add_worker(self, name: str | None = None, wait: bool = True) -> ProcessHandle:
         """One more Celery worker on the same broker (scaling, or replacing a killed one)."""
@@ -559,12 +582,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     p.add_argument("--workdir", default=None, help="logs, uploads, TorchServe temp dir (default: a new temp dir)")
     p.add_argument("--workers", type=int, default=1, help="Celery workers")
-    p.add_argument("--token-auth", action="store_true", help="turn TorchServe token authorisation on")
+    p.add_argument("--no-token-auth", action="store_true",
+                   help="turn TorchServe token authorisation off (any local process could then manage the model)")
+    p.add_argument("--no-persist", action="store_true", help="Redis keeps nothing on disk (jobs lost on restart)")
     p.add_argument("--no-torchserve", action="store_true", help="workers use the in-process backend")
     args = p.parse_args(argv)
 
     stack = LocalStack(args.model_store, args.model_name, port=args.port, workdir=args.workdir,
-                       torchserve=not args.no_torchserve, token_auth=args.token_auth, workers=args.workers)
+                       torchserve=not args.no_torchserve, token_auth=not args.no_token_auth, workers=args.workers,
+                       persist=not args.no_persist)
     stopping = False
 
     def _stop(signum, frame):  # SIGTERM behaves like Ctrl-C

@@ -1,9 +1,15 @@
 """Where uploads wait between the gateway and the worker.
 
 An interface (``UploadStorage``) with one implementation today: a local directory (a shared volume in compose).
-Names are random — never the client's file name — and the size limit is enforced while the bytes stream in, so
-an oversized upload is refused after ``limit`` bytes, not after the whole body. ``sniff_video`` checks the first
-bytes for a known video container before anything expensive runs.
+Names are the job's id (random, never the client's file name), so a sweeper can tell which upload belongs to
+which job; the size limit is enforced while the bytes stream in, so an oversized upload is refused after
+``limit`` bytes, not after the whole body. ``sniff_video`` checks the first bytes for a known video container
+before anything expensive runs.
+
+Uploads are interview videos (health data): the directory is created 0700 and each file 0600, whatever the
+umask, and a directory that another user owns or that is group- or world-writable is refused
+(:class:`UnsafeUploadDir`), because anyone who can write there could swap or read a video between the gateway
+and the worker.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
+import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -19,15 +27,23 @@ class UploadTooLarge(Exception):
     code = "upload_too_large"
 
 
+class UnsafeUploadDir(Exception):
+    """The upload directory is owned by another user or is group/world-writable (refused at start-up)."""
+
+
 class UploadWriter:
-    """An open upload being written; ``write`` raises UploadTooLarge past the limit (and removes the file)."""
+    """An open upload being written; ``write`` raises UploadTooLarge past the limit (and removes the file).
+
+    The file is created exclusively (never follows or reuses an existing name) with mode 0600.
+    """
 
     def __init__(self, path: Path, limit: int):
         self.path = path
         self.limit = limit
         self.size = 0
         self.head = b""  # first bytes, for sniffing
-        self._f: BinaryIO = open(path, "xb")  # noqa: SIM115 — closed in close()/abort()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        self._f: BinaryIO = os.fdopen(fd, "wb")  # closed in close()/abort()
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -48,19 +64,62 @@ class UploadWriter:
 
 
 class UploadStorage(Protocol):
-    def open_writer(self, limit: int) -> UploadWriter: ...
+    def open_writer(self, limit: int, name: str | None = None) -> UploadWriter: ...
     def delete(self, path: str | Path) -> None: ...
 
 
+SUFFIX = ".upload"
+
+
+def default_upload_dir() -> Path:
+    """A per-user private location, not a predictable shared path: ``$XDG_CACHE_HOME/djldml/uploads``
+    (``~/.cache/djldml/uploads``). Deployments set ``DJLDML_UPLOAD_DIR`` (a volume shared by gateway and worker)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "djldml" / "uploads"
+
+
+def ensure_private_dir(directory: Path) -> None:
+    """Create ``directory`` with mode 0700 if absent; raise :class:`UnsafeUploadDir` if it exists but another user
+    owns it or group/others may write to it (or it is a symlink or not a directory)."""
+    try:
+        directory.mkdir(parents=True, mode=0o700)
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+    except FileExistsError:
+        pass
+    st = os.lstat(directory)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafeUploadDir(f"upload directory {directory} is not a plain directory")
+    if st.st_uid != os.geteuid():
+        raise UnsafeUploadDir(f"upload directory {directory} belongs to another user (uid {st.st_uid})")
+    if st.st_mode & 0o022:
+        raise UnsafeUploadDir(f"upload directory {directory} is group- or world-writable "
+                              f"(mode {stat.S_IMODE(st.st_mode):o}); use a private directory (0700)")
+
+
 class LocalUploadStorage:
-    """Uploads as files with random names in one private directory."""
+    """Uploads as files named by job id (or at random) in one private directory (see :func:`ensure_private_dir`).
+
+    Raises :class:`UnsafeUploadDir` when the directory is not private to this user.
+    """
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(self.directory)
 
-    def open_writer(self, limit: int) -> UploadWriter:
-        return UploadWriter(self.directory / f"{secrets.token_hex(16)}.upload", limit)
+    def open_writer(self, limit: int, name: str | None = None) -> UploadWriter:
+        """A writer for a new file ``<name>.upload`` (``name``: the job id, hex; default random)."""
+        name = name or secrets.token_hex(16)
+        if not name.isalnum():
+            raise ValueError("upload names are alphanumeric")
+        return UploadWriter(self.directory / f"{name}{SUFFIX}", limit)
+
+    def uploads(self) -> list[tuple[str, Path, float]]:
+        """(name, path, seconds since last written) of every upload in the directory, for the sweeper."""
+        out, now = [], time.time()
+        for p in self.directory.glob(f"*{SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                out.append((p.name[: -len(SUFFIX)], p, now - p.stat().st_mtime))
+        return out
 
     def delete(self, path: str | Path) -> None:
         """Remove an upload; only inside our directory, and quietly if it is already gone."""

@@ -1,8 +1,11 @@
 """The Celery task: run one job (ids and paths as arguments, never video bytes).
 
 Everything the task needs (store, backend, storage) is built once per worker process and reused. A failure of
-the video or the backend ends the job as ``failed`` inside :func:`run_job`; only an unreachable job store makes
-the task itself retry (bounded), and anything unexpected is caught so the worker never dies on a job.
+the video or the backend ends the job as ``failed`` inside :func:`run_job`. The worker's job store waits out a
+Redis outage of up to STORE_PATIENCE_S (service.jobs); a longer one makes the task retry (bounded), and when
+even that cannot reach the broker the job is *deferred*, never dropped: its upload stays, and the gateway's
+sweeper (service.sweeper) enqueues it again (after LEASE_S if it had started, STALE_JOB_S if still queued).
+Anything unexpected is caught so the worker never dies on a job.
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ import contextlib
 import logging
 from functools import lru_cache
 
+from celery.exceptions import Retry
+from celery.signals import worker_init
+
 from .celery_app import celery_app
 from .jobs import StoreUnavailable
+from .lease import run_leased
 from .processing import run_job
 from .settings import get_settings
 
@@ -26,22 +33,45 @@ def _components():
     from .wiring import build_backend_or_unavailable, build_storage, build_store
 
     s = get_settings()
-    return build_store(s), build_backend_or_unavailable(s), build_storage(s), s
+    return build_store(s, worker=True), build_backend_or_unavailable(s), build_storage(s), s
+
+
+@worker_init.connect
+def _refuse_an_unsafe_upload_dir(**_) -> None:
+    """A worker whose upload directory is not private stops at start-up (exit 2), not at every job."""
+    from .storage import UnsafeUploadDir
+    from .wiring import build_storage
+
+    try:
+        build_storage(get_settings())
+    except UnsafeUploadDir as exc:
+        log.critical("%s", exc)
+        raise SystemExit(2) from None
 
 
 @celery_app.task(name="djldml.run_job", bind=True, acks_late=True, reject_on_worker_lost=True,
                  max_retries=STORE_RETRIES)
 def run_job_task(self, job_id: str, upload_path: str) -> str:
     store, backend, storage, settings = _components()
-    final = self.request.retries >= STORE_RETRIES
     try:
-        return run_job(job_id, upload_path, store=store, backend=backend, storage=storage, settings=settings,
-                       final=final)
+        # final=False: an unreachable store keeps the upload, whatever the attempt (the job is not over).
+        ran, status = run_leased(store, job_id, settings.lease_s, lambda: run_job(
+            job_id, upload_path, store=store, backend=backend, storage=storage, settings=settings, final=False))
+        if not ran:
+            log.info("job %s is running in another worker; this delivery leaves it to that one", job_id)
+            return "running-elsewhere"
+        return status
     except StoreUnavailable as exc:
-        if final:
-            log.error("job %s abandoned: job store unreachable", job_id)
-            return "lost"
-        raise self.retry(countdown=2 ** self.request.retries, exc=exc) from None
+        if self.request.retries >= STORE_RETRIES:
+            log.error("job %s deferred: job store unreachable; the sweeper will enqueue it again", job_id)
+            return "deferred"
+        try:
+            raise self.retry(countdown=2 ** self.request.retries, exc=exc) from None
+        except Retry:
+            raise
+        except Exception as publish_error:  # the broker (same Redis) is down too: the sweeper is the backstop
+            log.error("job %s deferred: retry not enqueued (%s)", job_id, publish_error.__class__.__name__)
+            return "deferred"
     except Exception as exc:  # run_job fails jobs itself; this guards against a malformed message
         log.error("job %s: task error %s", job_id, exc.__class__.__name__)
         with contextlib.suppress(Exception):

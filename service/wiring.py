@@ -16,8 +16,11 @@ from .settings import Settings
 from .storage import LocalUploadStorage
 
 
-def build_store(s: Settings) -> JobStore:
-    return MemoryJobStore(s.job_ttl_s) if s.embedded else RedisJobStore(s.broker_url, s.job_ttl_s)
+def build_store(s: Settings, worker: bool = False) -> JobStore:
+    """The job store; a worker's waits up to STORE_PATIENCE_S for an unreachable Redis, the gateway's not at all."""
+    if s.embedded:
+        return MemoryJobStore(s.job_ttl_s)
+    return RedisJobStore(s.broker_url, s.job_ttl_s, patience_s=s.store_patience_s if worker else 0.0)
 
 
 def build_storage(s: Settings) -> LocalUploadStorage:
@@ -32,6 +35,7 @@ def build_backend(s: Settings) -> InferenceBackend:
             s.torchserve_url, s.torchserve_management_url, s.model_name, token=s.torchserve_token,
             timeout=s.backend_timeout_s, max_request_bytes=s.torchserve_max_request_bytes,
             management_token=s.torchserve_management_token, mar_path=s.model_archive,
+            key_file=s.torchserve_key_file,
         )
     from .backends.in_process import InProcessBackend
 

@@ -31,6 +31,7 @@ PROBLEMS: dict[str, ProblemType] = {
     "invalid_request": ProblemType(422, "The request is malformed (missing 'video' field or bad parameter)"),
     "unsupported_media_type": ProblemType(415, "Send multipart/form-data with a video file in the 'video' field"),
     "upload_too_large": ProblemType(413, "The upload exceeds the size limit"),
+    "request_timeout": ProblemType(408, "The upload stalled: nothing was received for too long"),
     "not_a_video": ProblemType(422, "The upload is not a video that can be decoded"),
     "video_too_long": ProblemType(422, "The video is longer than the limit"),
     "video_too_short": ProblemType(422, "The video is shorter than the limit"),
@@ -51,6 +52,7 @@ PROBLEMS: dict[str, ProblemType] = {
     "backend_unavailable": ProblemType(503, "The inference backend is unavailable; retry later"),
     "not_ready": ProblemType(503, "The service is not ready"),
     "worker_lost": ProblemType(500, "The worker processing this job died repeatedly"),
+    "job_timeout": ProblemType(500, "The job took longer than the service's time limit"),
     "model_error": ProblemType(500, "The model could not process the clips"),
     "internal_error": ProblemType(500, "Internal error"),
 }

@@ -30,10 +30,11 @@ _UPLOAD_BODY = {
         },
     }
 }
-_UPLOAD_ERRORS = ("invalid_request", "unsupported_media_type", "upload_too_large", "not_a_video", "video_too_long",
-                  "video_too_short", "frame_too_large", "unauthorised", "too_many_jobs", "queue_unavailable",
-                  "backend_unavailable")
-_JOB_ERRORS = ("no_face", "too_few_face_clips", "video_error", "model_error", "worker_lost", "internal_error")
+_UPLOAD_ERRORS = ("invalid_request", "unsupported_media_type", "upload_too_large", "request_timeout", "not_a_video",
+                  "video_too_long", "video_too_short", "frame_too_large", "unauthorised", "too_many_jobs",
+                  "queue_unavailable", "backend_unavailable")
+_JOB_ERRORS = ("no_face", "too_few_face_clips", "video_error", "model_error", "worker_lost", "job_timeout",
+               "internal_error")
 
 
 def gateway(request: Request) -> Gateway:

@@ -3,7 +3,9 @@
 FastAPI's ``UploadFile`` would spool the whole body to a temp file before our code runs (the size limit would
 fire only after everything was received, and the data would be written twice). Here the raw body stream goes
 through python-multipart's push parser; the ``video`` part's bytes go to an :class:`~service.storage.UploadWriter`
-which refuses the upload the moment it passes the limit. Other form fields are ignored (bounded in size).
+which refuses the upload the moment it passes the limit. Other form fields are ignored (bounded in size), and
+the whole body is counted against the limit too. Each read of the body has an idle timeout, so a client that
+stops sending cannot hold a connection and a partial file open.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 from fastapi import Request
 from python_multipart import MultipartParser
-from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
@@ -21,8 +23,12 @@ from ..storage import UploadStorage, UploadTooLarge, UploadWriter, sniff_video
 from .problems import Problem
 
 FIELD = "video"
-_MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file, for the Content-Length pre-check
+#: Bytes of the body besides the video part's data: boundaries, part headers and the other form fields. The
+#: whole body may be at most ``limit + _MULTIPART_SLACK``; checked against Content-Length first, then counted.
+_MULTIPART_SLACK = 128 * 1024
 _MAX_OTHER_FIELDS_BYTES = 64 * 1024
+_MAX_HEADER_BYTES = 8 * 1024  # one part's headers (a header that never ends must not grow without bound)
+_MAX_NAMES_SHOWN = 5
 _ACCEPTED_PART_TYPES = ("application/octet-stream", "application/mp4", "application/x-matroska", "")
 
 
@@ -32,45 +38,77 @@ class ReceivedUpload:
     size: int
 
 
+class _StorageFailure(Exception):
+    """Writing the upload failed on our side (disk full, permissions): a server error, not the client's."""
+
+
 def _part_type_ok(content_type: str) -> bool:
     return content_type.startswith("video/") or content_type in _ACCEPTED_PART_TYPES
 
 
-async def receive_video(request: Request, storage: UploadStorage, limit: int) -> ReceivedUpload:
-    """Stream the request's ``video`` part to storage; raise :class:`Problem` on anything but a plausible video."""
+async def receive_video(request: Request, storage: UploadStorage, limit: int, idle_timeout_s: float = 30.0,
+                        name: str | None = None) -> ReceivedUpload:
+    """Stream the request's ``video`` part to storage (as ``<name>.upload``, ``name`` the job id); raise
+    :class:`Problem` on anything but a plausible video. Whatever fails, no file is left behind.
+
+    Raises Problem with code ``unsupported_media_type`` (not multipart, or a non-video part type),
+    ``upload_too_large`` (the video part over ``limit`` bytes, or the whole body over ``limit`` + 128 KiB),
+    ``request_timeout`` (no bytes for ``idle_timeout_s`` seconds), ``invalid_request`` (any error of the
+    multipart parser, no complete ``video`` field, other fields over 64 KiB, the client disconnected) and
+    ``not_a_video`` (empty, or not a known container). A storage failure (disk full) propagates (500).
+    """
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise Problem("unsupported_media_type", "expected multipart/form-data with a 'video' file field")
+    body_limit = limit + _MULTIPART_SLACK
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + _MULTIPART_SLACK:
+    if declared and declared.isdigit() and int(declared) > body_limit:
         raise Problem("upload_too_large", f"the limit is {limit} bytes")
 
-    state = _PartState(storage, limit)
-    parser = MultipartParser(params[b"boundary"], state.callbacks())
+    state = _PartState(storage, limit, name)
+    received = 0
     try:
-        async for chunk in request.stream():
+        # Any exception of the parser — including its constructor (e.g. an over-long boundary) — is the
+        # body's fault: it lands in the `except Exception` below as a 422, never as a 500.
+        parser = MultipartParser(params[b"boundary"], state.callbacks())
+        chunks = request.stream().__aiter__()
+        while True:
+            try:
+                with anyio.fail_after(idle_timeout_s):  # per read: a slow but live client is fine
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            received += len(chunk)
+            if received > body_limit:  # every part counts, not only the video's bytes
+                raise UploadTooLarge("request body too large")
             parser.write(chunk)
         parser.finalize()
     except UploadTooLarge:
         state.abort()
         raise Problem("upload_too_large", f"the limit is {limit} bytes") from None
+    except TimeoutError:
+        state.abort()
+        raise Problem("request_timeout", f"nothing received for {idle_timeout_s:g} s") from None
     except Problem:
         state.abort()
         raise
-    except (MultipartParseError, ValueError) as exc:
-        state.abort()
-        raise Problem("invalid_request", f"malformed multipart body: {exc.__class__.__name__}") from None
     except ClientDisconnect:
         state.abort()
         raise Problem("invalid_request", "the client disconnected during the upload") from None
-    except BaseException:  # client went away mid-upload, or cancelled: leave nothing behind
+    except _StorageFailure as exc:
+        state.abort()
+        raise exc.__cause__ from None  # our disk, not the client's body: the 500 handler logs the class
+    except Exception as exc:  # the multipart parser's errors (MultipartParseError, ValueError, ...)
+        state.abort()
+        raise Problem("invalid_request", f"malformed multipart body: {exc.__class__.__name__}") from None
+    except BaseException:  # cancelled (the server is stopping): leave nothing behind
         state.abort()
         raise
 
     w = state.video
     if w is None or not state.video_done:
         state.abort()
-        raise Problem("invalid_request", "the form has no complete 'video' file field")
+        raise Problem("invalid_request", state.missing_video_detail())
     if w.size == 0 or not sniff_video(w.head):
         storage.delete(w.path)
         raise Problem("not_a_video", "the upload is empty or not a known video container")
@@ -80,8 +118,9 @@ async def receive_video(request: Request, storage: UploadStorage, limit: int) ->
 class _PartState:
     """python-multipart callbacks: collect each part's headers, route the video part's data to a writer."""
 
-    def __init__(self, storage: UploadStorage, limit: int):
-        self.storage, self.limit = storage, limit
+    def __init__(self, storage: UploadStorage, limit: int, name: str | None = None):
+        self.storage, self.limit, self.name = storage, limit, name
+        self.other_names: list[str] = []  # names of the non-video fields sent (a few, for the error detail)
         self.video: UploadWriter | None = None
         self.video_done = False
         self._headers: dict[str, str] = {}
@@ -92,8 +131,8 @@ class _PartState:
     def callbacks(self) -> dict:
         return {
             "on_part_begin": self._part_begin,
-            "on_header_field": lambda d, s, e: setattr(self, "_field", self._field + d[s:e]),
-            "on_header_value": lambda d, s, e: setattr(self, "_value", self._value + d[s:e]),
+            "on_header_field": lambda d, s, e: self._header_bytes("_field", d[s:e]),
+            "on_header_value": lambda d, s, e: self._header_bytes("_value", d[s:e]),
             "on_header_end": self._header_end,
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
@@ -103,28 +142,50 @@ class _PartState:
     def _part_begin(self) -> None:
         self._headers, self._field, self._value, self._current = {}, b"", b"", None
 
+    def _header_bytes(self, attr: str, data: bytes) -> None:
+        setattr(self, attr, getattr(self, attr) + data)
+        if len(self._field) + len(self._value) > _MAX_HEADER_BYTES:
+            raise Problem("invalid_request", "a part header is too long")
+
     def _header_end(self) -> None:
         self._headers[self._field.decode("latin-1").lower()] = self._value.decode("latin-1")
         self._field, self._value = b"", b""
 
     def _headers_finished(self) -> None:
         _, disp = parse_options_header(self._headers.get("content-disposition", ""))
-        if disp.get(b"name", b"").decode("latin-1") != FIELD:
+        field_name = disp.get(b"name", b"").decode("latin-1")
+        if field_name != FIELD:
+            if len(self.other_names) < _MAX_NAMES_SHOWN:
+                self.other_names.append(field_name[:40])
             return
         if self.video is not None:
             raise Problem("invalid_request", "more than one 'video' field")
         part_type = parse_options_header(self._headers.get("content-type", ""))[0].decode("latin-1").lower()
         if not _part_type_ok(part_type):
             raise Problem("unsupported_media_type", f"the 'video' part is {part_type!r}, not a video type")
-        self.video = self._current = self.storage.open_writer(self.limit)
+        try:
+            self.video = self._current = self.storage.open_writer(self.limit, self.name)
+        except OSError as exc:
+            raise _StorageFailure() from exc
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._current is not None:
-            self._current.write(data[start:end])
+            try:
+                self._current.write(data[start:end])
+            except OSError as exc:
+                raise _StorageFailure() from exc
         else:
             self._other_bytes += end - start
-            if self._other_bytes > _MAX_OTHER_FIELDS_BYTES:
-                raise UploadTooLarge("form fields other than 'video' are too large")
+            if self._other_bytes > _MAX_OTHER_FIELDS_BYTES:  # e.g. the video sent under another field name
+                raise Problem("invalid_request", self.missing_video_detail() if self.video is None else
+                              f"form fields other than '{FIELD}' exceed {_MAX_OTHER_FIELDS_BYTES} bytes")
+
+    def missing_video_detail(self) -> str:
+        """What the client sent instead of a complete ``video`` field (field names, truncated)."""
+        if self.video is not None:
+            return f"the '{FIELD}' part ends before the body's closing boundary"
+        sent = ", ".join(repr(n) for n in self.other_names) or "no fields"
+        return f"the form has no '{FIELD}' file field (it has {sent}); send the video in a field named '{FIELD}'"
 
     def _part_end(self) -> None:
         if self._current is not None:

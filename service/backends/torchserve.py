@@ -35,21 +35,44 @@ class TorchServeBackend:
     def __init__(self, inference_url: str, management_url: str | None = None, model_name: str = "djldml-demo",
                  token: str | None = None, timeout: float = 120.0,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, *, management_token: str | None = None,
-                 mar_path: str | Path | None = None, max_parallel: int = 4):
+                 mar_path: str | Path | None = None, max_parallel: int = 4, key_file: str | Path | None = None):
         """``token``: the inference key; ``management_token`` (default: ``token``) for the management API.
-        ``mar_path``: the archive TorchServe serves, when this host can read it (model_info's sha256)."""
+        ``mar_path``: the archive TorchServe serves, when this host can read it (model_info's sha256).
+        ``key_file``: TorchServe's ``key_file.json`` (token auth on, same host): the keys are read from it, and
+        read again whenever it changes — TorchServe makes new keys each time it starts, so a restarted
+        TorchServe is usable again without restarting this process. It takes precedence over the tokens."""
         self.inference_url = inference_url.rstrip("/")
         self.management_url = management_url.rstrip("/") if management_url else None
         self.model_name = model_name
         self.max_request_bytes = max_request_bytes
         self.mar_path = Path(mar_path) if mar_path else None
         self.max_parallel = max(1, max_parallel)
-        self._inference_headers = {"Content-Type": "application/octet-stream", **_bearer(token)}
-        self._management_headers = _bearer(management_token or token)
-        self._ping_headers = _bearer(token)  # /ping is on the inference API
+        self.key_file = Path(key_file) if key_file else None
+        self._key_stamp: tuple[int, int] | None = None
+        self._set_keys(token, management_token)
         self._client = httpx.Client(timeout=timeout)
         self._info: ModelInfo | None = None
         self._info_stamp: tuple[int, int] | None = None
+
+    def _set_keys(self, token: str | None, management_token: str | None) -> None:
+        self._inference_headers = {"Content-Type": "application/octet-stream", **_bearer(token)}
+        self._management_headers = _bearer(management_token or token)
+        self._ping_headers = _bearer(token)  # /ping is on the inference API
+
+    def _refresh_keys(self) -> None:
+        """Re-read ``key_file`` when it changed (a stat per request; a half-written file is retried next time)."""
+        if self.key_file is None:
+            return
+        try:
+            st = self.key_file.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp == self._key_stamp:
+                return
+            keys = json.loads(self.key_file.read_text())
+            self._set_keys(keys["inference"]["key"], keys["management"]["key"])
+            self._key_stamp = stamp
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # absent or being rewritten: the request goes with the keys we have (401 → unavailable)
 
     # ------------------------------------------------------------------------------------------ inference
 
@@ -73,6 +96,7 @@ class TorchServeBackend:
 
     def _predict(self, clips: np.ndarray) -> np.ndarray:
         url = f"{self.inference_url}/predictions/{self.model_name}"
+        self._refresh_keys()
         try:
             r = self._client.post(url, content=clips_to_bytes(clips), headers=self._inference_headers)
         except httpx.TimeoutException:
@@ -95,6 +119,7 @@ class TorchServeBackend:
 
     def ready(self) -> tuple[bool, str]:
         """READY workers per the management API (``/ping`` is healthy before the model is loaded)."""
+        self._refresh_keys()
         try:
             if self.management_url is None:
                 r = self._client.get(f"{self.inference_url}/ping", headers=self._ping_headers, timeout=5.0)
@@ -125,6 +150,7 @@ class TorchServeBackend:
     def _described_info(self) -> ModelInfo:
         if self.management_url is None:
             raise BackendUnavailable("no model archive and no torchserve management URL to describe the model")
+        self._refresh_keys()
         try:
             r = self._client.get(f"{self.management_url}/models/{self.model_name}",
                                  params={"customized": "true"}, headers=self._management_headers, timeout=10.0)

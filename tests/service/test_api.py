@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
+import httpx
 import numpy as np
 import pytest
 
@@ -157,6 +158,81 @@ def test_upload_too_large_is_refused_while_streaming(service):
     assert b"upload_too_large" in response or b"\r\n\r\n" in response
     assert sent < limit + 2 * 1024 * 1024, f"the server read {sent} bytes before refusing"
     time.sleep(0.2)
+    assert list(service.upload_dir.iterdir()) == []
+
+
+def _start_stalled_upload(url: str, key: str) -> socket.socket:
+    """A POST /jobs that sends its headers and the start of a video part, then nothing more (left open)."""
+    u = urlparse(url)
+    s = socket.create_connection((u.hostname, u.port), timeout=30)
+    part = (b'--b0undary\r\nContent-Disposition: form-data; name="video"; filename="v.mp4"\r\n'
+            b"Content-Type: video/mp4\r\n\r\n\0\0\0\x18ftypmp42" + b"\0" * 4000)
+    s.sendall(f"POST /jobs HTTP/1.1\r\nHost: {u.hostname}\r\nX-API-Key: {key}\r\nContent-Length: 2000000\r\n"
+              "Content-Type: multipart/form-data; boundary=b0undary\r\n\r\n".encode() + part)
+    return s
+
+
+def _status_line(s: socket.socket) -> int:
+    data = b""
+    while b"\r\n" not in data:
+        more = s.recv(4096)
+        if not more:
+            break
+        data += more
+    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+
+
+def test_simultaneous_uploads_against_the_key_limit_accept_exactly_the_limit_and_stalls_time_out(service):
+    """The per-key slot is reserved before the body streams in: of N uploads in flight at once against a limit
+    K, exactly N-K are refused (429) at once. The K in flight then stall, and each is dropped after the idle
+    timeout (2 s here) with 408, its partial file deleted and its slot released."""
+    limit, extra = 8, 3  # DJLDML_MAX_CONCURRENT_JOBS_PER_KEY in SERVICE_ENV
+    socks = [_start_stalled_upload(service.url, OTHER_KEY) for _ in range(limit + extra)]
+    try:
+        t = time.monotonic()
+        with ThreadPoolExecutor(len(socks)) as pool:
+            statuses = list(pool.map(_status_line, socks))
+        elapsed = time.monotonic() - t
+    finally:
+        for s in socks:
+            s.close()
+    assert sorted(statuses) == [408] * limit + [429] * extra, statuses
+    assert elapsed < 15  # the idle timeout, not the client, ended the stalled uploads
+    time.sleep(0.2)
+    assert list(service.upload_dir.iterdir()) == []  # the partial files are gone
+    with service.client(OTHER_KEY) as c:  # every slot was given back
+        r = c.post("/jobs", files={"video": ("v.mp4", b"not a video at all, but a complete upload", "video/mp4")})
+        assert_problem(r, 422, "not_a_video")
+
+
+def test_upload_parser_errors_are_typed_4xx(service):
+    """An over-long boundary (the multipart parser raises), the video under another field name (over the 64 KB
+    allowed to other fields), and a body of nothing but empty parts past the limit."""
+    with service.client() as c:
+        b = "x" * 300
+        body = (f'--{b}\r\nContent-Disposition: form-data; name="video"; filename="v.mp4"\r\n\r\n'
+                f"data\r\n--{b}--\r\n").encode()
+        for path in ("/predict", "/jobs"):
+            assert_problem(c.post(path, content=body, headers={"Content-Type": f"multipart/form-data; boundary={b}"}),
+                           422, "invalid_request")
+        r = c.post("/jobs", files={"file": ("v.mp4", b"\0\0\0\x18ftypmp42" + b"\0" * 200_000, "video/mp4")})
+        detail = assert_problem(r, 422, "invalid_request")["detail"]
+        assert "'video'" in detail and "'file'" in detail
+
+        empty = b"".join(f'--b\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\n\r\n'.encode()
+                         for i in range(1000))  # ≈ 50 KB of empty parts
+
+        def parts():
+            for _ in range(400):  # ≈ 20 MB in all, limit 3 MB
+                yield empty
+
+        t = time.monotonic()
+        try:
+            r = c.post("/jobs", content=parts(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+            assert_problem(r, 413, "upload_too_large")
+        except httpx.WriteError:  # the server answered and closed while we were still sending: also right
+            pass
+        assert time.monotonic() - t < 20
     assert list(service.upload_dir.iterdir()) == []
 
 

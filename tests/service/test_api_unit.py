@@ -256,3 +256,14 @@ def test_models_says_whether_faces_are_made_as_in_training(make_client, caplog):
 
     unknown = make_client(FakeBackend()).get("/models").json()["models"][0]
     assert unknown["preprocessing"]["matches"] is None and len(unknown["preprocessing"]["differences"]) == 1
+
+
+def test_open_api_is_refused_off_loopback_unless_explicitly_allowed():
+    from service.__main__ import open_api_refusal
+
+    assert open_api_refusal(Settings(api_keys=[]), "0.0.0.0")
+    assert open_api_refusal(Settings(api_keys=[]), "gateway.example")  # a name may resolve to anything
+    assert open_api_refusal(Settings(api_keys=[]), "127.0.0.1") is None  # a local development server
+    assert open_api_refusal(Settings(api_keys=[]), "::1") is None
+    assert open_api_refusal(Settings(api_keys=["k"]), "0.0.0.0") is None
+    assert open_api_refusal(Settings(api_keys=[], allow_open_api=True), "0.0.0.0") is None

@@ -31,3 +31,33 @@ def test_events_are_drained_once():
     s.record_finished({"status": "done"})
     assert s.drain_finished() == [{"status": "done"}]
     assert s.drain_finished() == []
+
+
+def test_reservations_are_slots_until_the_job_or_a_release():
+    s = MemoryJobStore(ttl_s=100)
+    assert s.reserve("o", "a", 2) and s.reserve("o", "b", 2)
+    assert not s.reserve("o", "c", 2) and s.reserve("other", "c", 2)
+    s.release("o", "a")
+    assert s.active_count("o") == 1 and s.reserve("o", "d", 2)
+    s.create(Job(id="b", owner="o"))  # the reservation becomes the job's slot: still 2 in use
+    assert s.active_count("o") == 2 and not s.reserve("o", "e", 2)
+    s.update("b", status="done")
+    assert s.active_count("o") == 1 and s.reserve("o", "e", 2)
+
+
+def test_simultaneous_reservations_take_exactly_the_limit():
+    import threading
+
+    s = MemoryJobStore(ttl_s=100)
+    barrier, results = threading.Barrier(16), []
+
+    def one(i):
+        barrier.wait()
+        results.append(s.reserve("o", f"j{i}", 4))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 12 + [True] * 4

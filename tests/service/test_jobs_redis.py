@@ -56,3 +56,49 @@ def test_unreachable_redis_fails_fast():
         s.get("x")
     assert time.monotonic() - t < 3
     assert s.ping()[0] is False
+
+
+def test_reservations_are_atomic_slots_until_the_job_or_a_release(redis_url):
+    s = RedisJobStore(redis_url, ttl_s=60)
+    assert s.reserve("r1", "r-a", 2) and s.reserve("r1", "r-b", 2)
+    assert not s.reserve("r1", "r-c", 2) and s.reserve("r2", "r-c", 2)
+    s.release("r1", "r-a")
+    assert s.active_count("r1") == 1 and s.reserve("r1", "r-d", 2)
+    assert s.reserved("r-b") and not s.reserved("r-a")
+    s.create(Job(id="r-b", owner="r1"))  # the reservation becomes the job's slot
+    assert s.r.exists(RedisJobStore.RESERVED + "r-b") == 0 and not s.reserved("r-b")
+    assert s.active_count("r1") == 2 and not s.reserve("r1", "r-e", 2)
+    s.update("r-b", status=DONE)
+    assert s.active_count("r1") == 1 and s.reserve("r1", "r-e", 2)
+    s.r.delete(RedisJobStore.RESERVED + "r-d")  # a reservation whose gateway died expires: the slot comes back
+    assert s.active_count("r1") == 1
+
+
+def test_simultaneous_reservations_from_many_clients_take_exactly_the_limit(redis_url):
+    import threading
+
+    stores = [RedisJobStore(redis_url, ttl_s=60) for _ in range(16)]  # separate connections, like gateways
+    barrier, results = threading.Barrier(16), []
+
+    def one(i):
+        barrier.wait()
+        results.append(stores[i].reserve("race", f"j{i}", 4))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 12 + [True] * 4
+
+
+def test_leases_are_exclusive_renewable_and_lapse(redis_url):
+    s = RedisJobStore(redis_url, ttl_s=60)
+    assert s.take_lease("l1", "a", 0.3) and not s.take_lease("l1", "b", 0.3)
+    assert s.take_lease("l1", "a", 0.3) and s.has_lease("l1")
+    s.drop_lease("l1", "b")  # not the holder
+    assert s.has_lease("l1")
+    time.sleep(0.4)
+    assert not s.has_lease("l1") and s.take_lease("l1", "b", 5)
+    s.drop_lease("l1", "b")
+    assert not s.has_lease("l1")

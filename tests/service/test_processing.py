@@ -164,3 +164,18 @@ def test_a_job_whose_worker_keeps_dying_fails_instead_of_looping(env):
     backend = FakeBackend()
     assert run(env, backend, job_id, path) == FAILED
     assert store.get(job_id).error["code"] == "worker_lost" and backend.calls == 0 and not path.exists()
+
+
+def test_a_job_past_its_time_limit_fails_as_job_timeout(env, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    _, _, store, _, new_job = env
+    job_id, path = new_job()
+
+    def too_slow(path, config):
+        raise SoftTimeLimitExceeded()  # what Celery raises in the task at JOB_TIME_LIMIT_S
+
+    monkeypatch.setattr(processing, "extract_face_clips", too_slow)
+    assert run(env, FakeBackend(), job_id, path) == FAILED
+    assert store.get(job_id).error["code"] == "job_timeout"
+    assert not path.exists()

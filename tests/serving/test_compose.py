@@ -75,6 +75,42 @@ def test_services_wiring(compose):
     assert s["redis"]["networks"] == s["torchserve"]["networks"] == ["backend"]
 
 
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR:-default}`` / ``${VAR}`` with ``env`` as the shell environment."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+
+
+def _gateway_refusal(compose: dict, shell_env: dict[str, str]) -> str | None:
+    from service.__main__ import open_api_refusal
+    from service.settings import Settings
+
+    env = {k: _interpolate(str(v), shell_env) for k, v in compose["services"]["gateway"]["environment"].items()}
+    cmd = re.search(r"^CMD (.+)$", (REPO / "docker" / "Dockerfile.gateway").read_text(), re.M).group(1)
+    argv = yaml.safe_load(cmd)  # a JSON array
+    host = argv[argv.index("--host") + 1]
+    settings = Settings(**{k.removeprefix("DJLDML_").lower(): v for k, v in env.items()
+                           if k in ("DJLDML_API_KEYS", "DJLDML_ALLOW_OPEN_API")})
+    return open_api_refusal(settings, host)
+
+
+def test_production_compose_never_starts_an_open_api_by_default(compose):
+    """With nothing set, compose's gateway (0.0.0.0 in the image) refuses to start; keys, or the explicit
+    DJLDML_ALLOW_OPEN_API=true, let it start."""
+    refusal = _gateway_refusal(compose, {})
+    assert refusal and "DJLDML_API_KEYS" in refusal
+    assert _gateway_refusal(compose, {"DJLDML_API_KEYS": "k1,k2"}) is None
+    assert _gateway_refusal(compose, {"DJLDML_ALLOW_OPEN_API": "true"}) is None
+    assert _gateway_refusal(compose, {"DJLDML_ALLOW_OPEN_API": "false"}) is not None
+
+
+def test_the_gateway_process_refuses_an_open_api_on_a_public_address(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJLDML_")}
+    env.update(DJLDML_UPLOAD_DIR=str(tmp_path / "up"), DJLDML_MODEL_STORE=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "service", "--host", "0.0.0.0", "--port", str(stack.free_port())],
+                          env=env, capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+    assert done.returncode == 2 and "refusing to serve an open API" in done.stderr, done.stderr[-2000:]
+
+
 def _properties(path: Path) -> dict[str, str]:
     out = {}
     for line in path.read_text().splitlines():

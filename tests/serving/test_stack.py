@@ -88,6 +88,16 @@ def test_stack_cli_serves_and_stops_everything(model_store, tmp_path):
         models = httpx.get(f"{url}/models", timeout=10).json()["models"]
         assert [m["name"] for m in models] == [MODEL_NAME] and models[0]["synthetic_demo"] is True
         assert _processes_mentioning(str(workdir))  # redis, torchserve, worker, gateway
+        # Secure defaults: TorchServe refuses a local process without the key (it could scale the model to 0
+        # workers), and Redis keeps an append-only file (a restart keeps the accepted jobs).
+        cfg = dict(line.split("=", 1) for line in (workdir / "torchserve" / "config.properties").read_text()
+                   .splitlines() if "=" in line)
+        assert cfg["disable_token_authorization"] == "false"
+        management = cfg["management_address"]
+        for r in (httpx.put(f"{management}/models/{MODEL_NAME}?min_worker=0", timeout=5),
+                  httpx.get(f"{management}/models/{MODEL_NAME}", timeout=5)):
+            assert r.status_code == 400 and "Token Authorization failed" in r.text, r.text  # TorchServe's answer
+        assert list((workdir / "redis").glob("appendonly*"))
     except BaseException:
         print(log.read_text(errors="replace")[-3000:])
         raise
