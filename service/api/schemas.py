@@ -85,8 +85,8 @@ class PredictionResult(BaseModel):
     timeline: list[TimelinePoint] | None = Field(description="per-clip scores with their start times")
     quality: Quality
     model: Model
-    timings_s: dict[str, float] = Field(description="seconds per stage: queue_wait, face_clips, inference, "
-                                                    "aggregate, total (upload excluded)")
+    timings_s: dict[str, float] = Field(description="seconds per stage: queue_wait, face_clips, inference (with "
+                                                    "the aggregation), total (upload excluded)")
 
 
 class JobError(BaseModel):
