@@ -81,3 +81,24 @@ def test_evaluate_cli_names_its_path_and_writes_the_service_scores(source, servi
         assert float(rows[name]["bdi_predicted"]) == pytest.approx(service_scores[name]["bdi_score"], abs=1e-6)
     report = format_report(metrics)
     assert "the service's path" in report and "refuse" in report
+
+
+def test_cli_reports_a_bad_source_without_a_traceback(source, tmp_path, capsys):
+    from trainer.__main__ import main
+
+    bad = tmp_path / "twice.csv"
+    bad.write_text("video,bdi,split\n" + "".join(f"{source.parent / 'a.mp4'},{b},test\n" for b in (1, 2)))
+    assert main(["evaluate", str(DEMO_MAR), "--videos", str(bad), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "listed twice" in err and "Traceback" not in err
+
+
+def test_faces_cli_cuts_clips_as_the_service_does_for_a_model(source, service_scores, capsys):
+    import json
+
+    from djldml.faces.__main__ import main
+
+    assert main([str(source.parent / "a.mp4"), "--model", str(DEMO_MAR)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["corrections"]["frame_rate"]["to"] == 25.0  # the demo card's clip timeline
+    assert report["clips_made"] == service_scores["a"]["quality"]["clips_used"]

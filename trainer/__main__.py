@@ -146,9 +146,17 @@ def _unavailable(name: str, module_name: str, reason: str) -> Callable[[argparse
 
 
 def main(argv: list[str] | None = None) -> int:
+    from djldml.errors import ModelError
+
+    from .manifest import ManifestError
+
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
-    return int(handlers[args.command](args) or 0)
+    try:
+        return int(handlers[args.command](args) or 0)
+    except (ManifestError, ModelError) as exc:  # the user's data or model file: say what, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

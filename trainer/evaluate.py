@@ -184,7 +184,7 @@ def write_predictions(results: list[VideoResult], split: str, path: Path) -> Non
                     "interval_high", "severity_true", "severity_predicted", "n_clips"])
         for r in results:
             p = r.prediction
-            w.writerow([r.video_id, r.subject or "", split, f"{r.true:g}", f"{p.score:.6f}",
+            w.writerow([r.video_id, r.subject or "", split, f"{r.true:g}", f"{p.score:.9f}",
                         f"{abs(p.score - r.true):.4f}", f"{p.std:.4f}", p.interval[0], p.interval[1],
                         labels.severity_of(r.true), p.severity, r.n_clips])
 

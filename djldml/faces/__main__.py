@@ -31,15 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--detect-every", type=int, default=FaceConfig.detect_every)
     p.add_argument("--detect-width", type=int, default=FaceConfig.detect_width)
     p.add_argument("--max-duration", type=float, default=FaceConfig.max_duration_s, help="seconds")
+    p.add_argument("--model", help="a .mar: cut clips exactly as the service does for this model (its card's clip "
+                                   "frame rate, stride and selection; the options above are then ignored)")
     args = p.parse_args(argv)
-    config = FaceConfig(
-        max_clips=None if args.all else args.max_clips,
-        temporal_stride=args.stride,
-        fps=args.fps,
-        detect_every=args.detect_every,
-        detect_width=args.detect_width,
-        max_duration_s=args.max_duration,
-    )
+    if args.model:
+        from ..model_archive import open_archive  # imports torch: only when asked
+        from .provenance import scoring_config
+
+        config = scoring_config(open_archive(args.model).card.preprocessing, max_duration_s=args.max_duration)
+    else:
+        config = FaceConfig(
+            max_clips=None if args.all else args.max_clips,
+            temporal_stride=args.stride,
+            fps=args.fps,
+            detect_every=args.detect_every,
+            detect_width=args.detect_width,
+            max_duration_s=args.max_duration,
+        )
     try:
         result = extract_face_clips(args.video, config)
     except DJLDMLError as exc:
