@@ -47,7 +47,8 @@ def test_synth_prepare_train_evaluate_export(tmp_path):
     assert differences(card["preprocessing"], preprocessing(served)) == []
     assert card["preprocessing"]["face_config"]["clip_length"] == 16
     assert card["preprocessing"]["face_config"]["fps"] == served.fps == SYNTH.fps
-    assert card["preprocessing"]["selection"] == {"method": SELECTION_METHOD, "max_clips": 32}
+    selection = {"method": SELECTION_METHOD, "max_clips": TRAIN["eval_clips_per_video"]}
+    assert card["preprocessing"]["selection"] == selection
     assert card["inference"] == {"mirror_average": True}
     # the demo's figure is the service's: held-out raw videos scored through the service's path
     assert metrics["path"]["name"] == "service" and metrics["path"]["model_from"] == "run"

@@ -44,8 +44,8 @@ def test_usable_videos_in_manifest_others_reported(prepared):
     assert [(v.video_id, v.bdi, v.split, v.subject) for v in ds.videos] == [("v_a", 10, "train", "p1"),
                                                                               ("v_b", 20, "test", "p2")]
     a = ds.record("v_a")
-    # 30 frames at 25 fps (the last starting at 1.16 s) become 36 frames of the 30 fps clip timeline
-    assert a.n_frames == 36 and a.n_faces > 30 and a.fps == pytest.approx(30.0)
+    # 30 frames at 25 fps (the last starting at 1.16 s) become the 35 frames of the 30 fps clip timeline up to it
+    assert a.n_frames == 35 and a.n_faces > 30 and a.fps == pytest.approx(30.0)
     report = json.loads((out / "prepare_report.json").read_text())
     assert report["not_usable"] == {"v_empty": "too_few_face_clips", "v_text": "not_a_video",
                                     "v_gone": "file_not_found"}
