@@ -128,7 +128,11 @@ def stack_service(model_store):
     _needs("torchserve")
     from service.stack import LocalStack
 
-    stack = LocalStack(model_store, MODEL_NAME, extra_env=SERVICE_ENV)
+    yield from serve_stack(LocalStack(model_store, MODEL_NAME, extra_env=SERVICE_ENV))
+
+
+def serve_stack(stack):
+    """Start a ``service.stack.LocalStack`` and yield its :class:`Service` until the fixture ends, then stop it."""
     stack.start()
     svc = Service("stack", stack.url, stack.workdir / "uploads", stack=stack, gateway=stack.gateway)
     try:

@@ -62,3 +62,21 @@ def fake_clips(n: int = 5, seed: int = 0) -> FaceClips:
 def expected_score(fc: FaceClips) -> float:
     d = np.stack([labels.label_distribution(clip_centre(c)) for c in fc.clips]).mean(0)
     return float(labels.expectation(d / d.sum()))
+
+
+def all_at_once(n: int, call) -> list:
+    """``call(i)`` for i in 0..n-1, each in its own thread, released together by a barrier; their results."""
+    import threading
+
+    barrier, results = threading.Barrier(n), []
+
+    def one(i):
+        barrier.wait()
+        results.append(call(i))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results

@@ -62,22 +62,15 @@ def steady_service(model_store, tmp_path_factory):
     60 s, so no broker redelivery within a test) and the default lease (30 s): what survives a fault here
     survives it by waiting for Redis, by the lease, or by the sweeper, not by a broker redelivery."""
     from service.stack import LocalStack
-    from tests.service.conftest import MODEL_NAME, SERVICE_ENV, Service
+    from tests.service.conftest import MODEL_NAME, SERVICE_ENV, serve_stack
 
     env = {k: v for k, v in SERVICE_ENV.items() if k not in ("DJLDML_BROKER_VISIBILITY_TIMEOUT_S", "DJLDML_LEASE_S")}
     # A queued job's message can be lost (a worker pops it just as its connection to a stalled Redis drops):
     # the sweeper enqueues it again after STALE_JOB_S (5 min by default; 10 s here).
     env["DJLDML_STALE_JOB_S"] = "10"
     # The in-process backend: these faults are about Redis and workers, and one TorchServe less on 2 cores.
-    stack = LocalStack(model_store, MODEL_NAME, workdir=tmp_path_factory.mktemp("steady"), extra_env=env,
-                       torchserve=False)
-    stack.start()
-    svc = Service("stack", stack.url, stack.workdir / "uploads", stack=stack, gateway=stack.gateway)
-    try:
-        svc.wait_ready()
-        yield svc
-    finally:
-        stack.stop()
+    yield from serve_stack(LocalStack(model_store, MODEL_NAME, workdir=tmp_path_factory.mktemp("steady"),
+                                      extra_env=env, torchserve=False))
 
 
 def poll_to_end(c: httpx.Client, job_id: str, timeout: float) -> dict:

@@ -3,6 +3,7 @@
 import time
 
 from service.jobs import DONE, FAILED, INFERRING, Job, MemoryJobStore
+from tests.service.fakes import all_at_once
 
 
 def test_lifecycle_and_terminal_states_are_final():
@@ -46,18 +47,6 @@ def test_reservations_are_slots_until_the_job_or_a_release():
 
 
 def test_simultaneous_reservations_take_exactly_the_limit():
-    import threading
-
     s = MemoryJobStore(ttl_s=100)
-    barrier, results = threading.Barrier(16), []
-
-    def one(i):
-        barrier.wait()
-        results.append(s.reserve("o", f"j{i}", 4))
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = all_at_once(16, lambda i: s.reserve("o", f"j{i}", 4))
     assert sorted(results) == [False] * 12 + [True] * 4

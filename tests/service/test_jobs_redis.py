@@ -7,6 +7,7 @@ import pytest
 
 from service.jobs import DONE, FAILED, INFERRING, Job, RedisJobStore, StoreUnavailable
 from service.stack import free_port, start_redis
+from tests.service.fakes import all_at_once
 
 pytestmark = pytest.mark.integration
 
@@ -75,20 +76,8 @@ def test_reservations_are_atomic_slots_until_the_job_or_a_release(redis_url):
 
 
 def test_simultaneous_reservations_from_many_clients_take_exactly_the_limit(redis_url):
-    import threading
-
     stores = [RedisJobStore(redis_url, ttl_s=60) for _ in range(16)]  # separate connections, like gateways
-    barrier, results = threading.Barrier(16), []
-
-    def one(i):
-        barrier.wait()
-        results.append(stores[i].reserve("race", f"j{i}", 4))
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = all_at_once(16, lambda i: stores[i].reserve("race", f"j{i}", 4))
     assert sorted(results) == [False] * 12 + [True] * 4
 
 
