@@ -383,17 +383,15 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("vfr", "variable frame rate: ≈30 fps then ≈15 fps, jittered ±30 %", _build_vfr, tolerance=2.0,
             corrections={"frame_rate": _rate_to}),
     Variant("gop12", "High profile, B-frames, keyframe every 12 frames", _build_gop(12)),
-    # Issue 8 asks |Δ| ≤ 1.0 for every non-frame-rate variant. Three miss it with the committed demo model, and
-    # the test holds them to what was measured (README, "Same face, same score"): the demo's score follows the
-    # faces' motion, and the detector's landmarks jitter a little differently on each encoding (and are not
-    # mirror-symmetric), which the alignment turns into motion. Measured |Δ| on synth015_v2: gop250 1.23,
-    # mirrored 2.03, display_flip 1.04.
-    Variant("gop250", "High profile, B-frames, keyframe every 250 frames", _build_gop(250), tolerance=1.5),
+    Variant("gop250", "High profile, B-frames, keyframe every 250 frames", _build_gop(250)),
     Variant("hevc_rotated", "HEVC in .mov, pixels stored turned, display rotation 90°", _build_hevc_rotated,
             suffix="mov"),
-    Variant("mirrored", "front camera: pixels mirrored left-right, no metadata", _build_mirrored, tolerance=2.5),
+    # Issue 8 (item 6) allows a measured bound for a mirrored recording: mirror averaging makes the network's
+    # answer symmetric, but the detector's landmarks on a mirrored face are not the mirror of the original's,
+    # so the aligned clips differ a little. Measured |Δ| 1.69 on synth015_v2 (0.21 on carphone).
+    Variant("mirrored", "front camera: pixels mirrored left-right, no metadata", _build_mirrored, tolerance=2.0),
     Variant("display_flip", "pixels mirrored, display matrix mirrors them back", _build_display_flip,
-            tolerance=1.5, corrections={"display_flip": lambda v: bool(v)}),
+            corrections={"display_flip": lambda v: bool(v)}),
     Variant("upside_down", "pixels turned 180°, no metadata", _build_turned(2), may_refuse=("face_orientation",),
             corrections={"orientation": lambda v: isinstance(v, dict) and v.get("rotated_by") == 180}),
     Variant("sideways", "pixels turned 90°, no metadata", _build_turned(1), may_refuse=("face_orientation",),

@@ -34,7 +34,7 @@ class TrainConfig:
     # [augment]
     hflip: float = 0.5  # probability of mirroring a whole clip
     blur: float = 1.0  # max σ in pixels (per axis) of a random Gaussian blur of a whole clip (capture invariance)
-    capture_rate_min: float = 1.0  # < 1: half the clips re-timed as if captured at [this, 1] × the timeline's rate
+    capture_rate_min: float = 0.5  # half the clips re-timed as if captured at [this, 1] × the timeline's rate
     brightness: float = 0.1  # added offset, uniform in ±brightness·255
     contrast: float = 0.1  # gain around the clip mean, uniform in 1 ± contrast
     crop_scale: float = 0.9  # random square crop of side ∈ [crop_scale, 1]·112, resized back to 112

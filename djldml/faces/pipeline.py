@@ -50,7 +50,7 @@ from .decode import (
     stored_to_display,
 )
 from .timeline import ResampledSkipPlan, Timeline, clip_segments
-from .track import choose_face, interpolate, persistent_clips, same_face
+from .track import choose_face, interpolate, line_fit, persistent_clips, same_face
 
 # With no face in the survey, a failed whole-frame search also looks at the larger scale, at most once in this
 # many seconds of video: a face-less video pays ≈ 12 such searches a minute (docs/faces.md, "Small faces").
@@ -325,45 +325,75 @@ def _continuous(chain: list[detector.Face | None]) -> bool:
 
 
 def _dense_landmarks(session: _Session) -> Iterator[tuple[DecodedFrame, np.ndarray | None]]:
-    """Every frame of the timeline with the interviewee's landmarks (None: no face), detecting every k-th frame."""
+    """Every frame of the timeline with the interviewee's landmarks (None: no face), detecting every k-th frame.
+
+    Each detection is smoothed with its two neighbours (:func:`_smoothed`), so a detection is emitted, with the
+    frames before it, once the next one is known: two detection intervals of frames are held, unconverted.
+    """
     k = session.config.detect_every
+    queue: list[tuple[DecodedFrame, detector.Face | None, list]] = []  # detected, not emitted: (frame, face, gap)
+    before: tuple[DecodedFrame | None, detector.Face | None, np.ndarray | None] = (None, None, None)
     last: tuple[DecodedFrame, detector.Face | None] | None = None
     pending: list[DecodedFrame] = []  # frames after the last detection, waiting for the next one
     for df in session.frames():
         if last is None or df.index - last[0].index >= k:
             face = session.detect(df)
-            if last is not None:
-                yield from _resolve(session, last[1], face, pending)
-            pending = []
-            last = (df, face)
-            yield df, None if face is None else face.landmarks
+            queue.append((df, face, _resolve(session, last[1], face, pending) if last is not None else []))
+            pending, last = [], (df, face)
+            if len(queue) == 2:
+                before = yield from _emit(queue.pop(0), before, queue[0])
         else:
             pending.append(df)
     if pending:  # the tail after the last detection: detect its last frame to close the interval
         end = pending.pop()
         face = session.detect(end)
-        yield from _resolve(session, last[1], face, pending)
-        yield end, None if face is None else face.landmarks
+        queue.append((end, face, _resolve(session, last[1], face, pending)))
+    while queue:
+        before = yield from _emit(queue.pop(0), before, queue[0] if queue else None)
 
 
-def _resolve(
-    session: _Session, a: detector.Face | None, b: detector.Face | None, between: list[DecodedFrame]
-) -> Iterator[tuple[DecodedFrame, np.ndarray | None]]:
-    """Landmarks for the frames strictly between two detections ``a`` and ``b``."""
-    if not between:
-        return
+_INTERPOLATE = object()  # in a gap: the frame's landmarks lie between the (smoothed) detections around it
+
+
+def _resolve(session: _Session, a: detector.Face | None, b: detector.Face | None, between: list[DecodedFrame]
+             ) -> list[tuple[DecodedFrame, object]]:
+    """What the frames strictly between two detections ``a`` and ``b`` get: interpolation between them when
+    they are one face, else each frame's own detection (landmarks or None)."""
     if a is not None and b is not None and same_face(a, b):
-        n = len(between) + 1
-        for j, df in enumerate(between, start=1):
-            yield df, interpolate(a, b, j / n)
-    elif a is None and b is None:
-        for df in between:
-            yield df, None
-    else:
-        found = _detect_each(session, a, between)
-        session.previous = b if b is not None else session.previous
-        for df, face in zip(between, found, strict=True):
-            yield df, None if face is None else face.landmarks
+        return [(df, _INTERPOLATE) for df in between]
+    if a is None and b is None:
+        return [(df, None) for df in between]
+    found = _detect_each(session, a, between)
+    session.previous = b if b is not None else session.previous
+    return [(df, None if face is None else face.landmarks) for df, face in zip(between, found, strict=True)]
+
+
+def _emit(current, before, after) -> Iterator[tuple[DecodedFrame, np.ndarray | None]]:
+    """Yield the gap before detection ``current`` and its own frame; return its (frame, face, smoothed
+    landmarks) for the next call. ``before``/``after``: the detections around it (after may be None)."""
+    df, face, gap = current
+    marks = _smoothed(before[0], before[1], df, face, *(after[:2] if after is not None else (None, None)))
+    for j, (gdf, value) in enumerate(gap, start=1):
+        if value is _INTERPOLATE:
+            fraction = j / (len(gap) + 1)
+            yield gdf, (1.0 - fraction) * before[2] + fraction * marks
+        else:
+            yield gdf, value
+    yield df, marks
+    return df, face, marks
+
+
+def _smoothed(p_df, p: detector.Face | None, c_df, c: detector.Face | None, n_df, n: detector.Face | None
+              ) -> np.ndarray | None:
+    """Landmarks of detection ``c``: on the straight line through it and its neighbours ``p`` and ``n`` when the
+    three are one face close to a line (:func:`~djldml.faces.track.line_fit`), else its own."""
+    if c is None:
+        return None
+    if p is None or n is None or not (same_face(p, c) and same_face(c, n)):
+        return c.landmarks
+    fit = line_fit(np.array([p_df.index, c_df.index, n_df.index]), np.stack([p.landmarks, c.landmarks, n.landmarks]),
+                   c.size)
+    return c.landmarks if fit is None else fit[1]
 
 
 class AlignedFrames:
@@ -528,7 +558,7 @@ def _sampled_clips(session: _Session) -> tuple[list[np.ndarray], list[ClipMeta],
             window.faces.append((offset, face))
         if offset == span - 1:  # complete: interpolate, convert and align only the clip's frames
             frames = window.frames[::stride]
-            lm = np.stack([_landmarks_at(o, window.faces) for o in range(0, span, stride)])
+            lm = _window_landmarks(range(0, span, stride), window.faces)
             clips.append(session.align(frames, lm))
             marks.append(lm)
             metas.append(ClipMeta(first_frame=window.start, last_frame=i, start_time=window.frames[0].time))
@@ -561,6 +591,19 @@ def _follow(session: _Session, window: _Window, offset: int, face: detector.Face
         return None
     window.faces.extend(zip(range(last_offset + 1, offset), chain[1:-1], strict=True))
     return chain[-1]
+
+
+def _window_landmarks(offsets: range, faces: list[tuple[int, detector.Face]]) -> np.ndarray:
+    """Landmarks [len(offsets), 5, 2] at ``offsets`` of a window from its detections (sorted by offset): on the
+    straight line through them when they lie close to one (:func:`~djldml.faces.track.line_fit`; the detector's
+    jitter would otherwise become motion), else interpolated between consecutive detections."""
+    positions = np.array([o for o, _ in faces], dtype=np.float64)
+    detected = np.stack([f.landmarks for _, f in faces])
+    fit = line_fit(positions, detected, float(np.mean([f.size for _, f in faces]))) if len(faces) >= 3 else None
+    if fit is not None:  # evaluate the line (through its fitted points) at every offset
+        slope = (fit[-1] - fit[0]) / (positions[-1] - positions[0])
+        return np.stack([fit[0] + slope * (o - positions[0]) for o in offsets])
+    return np.stack([_landmarks_at(o, faces) for o in offsets])
 
 
 def _landmarks_at(offset: int, faces: list[tuple[int, detector.Face]]) -> np.ndarray:

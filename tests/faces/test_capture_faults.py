@@ -291,8 +291,9 @@ def test_a_mirroring_display_matrix_is_a_flip_not_a_half_turn():
         # Same landmarks as the upright original: within a few % of the eye distance.
         rel.append(np.linalg.norm(mirrored[i][1] - upright[i][1], axis=1).max() / eye)
         assert eye_errors(mirrored[i][1], truth.landmarks)[1] < 10.0  # and the eyes land on the template's
-    # (measured median 0.03, max 0.127 with landmarks from the 128-px face square: yuface is not mirror-symmetric)
-    assert np.median(rel) < 0.05 and max(rel) < 0.15, (np.median(rel), max(rel))
+    # (measured median 0.04, max 0.16 with landmarks from the 128-px face square and the line fit over a clip:
+    # yuface is not mirror-symmetric)
+    assert np.median(rel) < 0.05 and max(rel) < 0.18, (np.median(rel), max(rel))
     # The aligned faces are the upright original's, not mirrored ones.
     diff = np.mean([np.abs(mirrored[i][0].astype(int) - upright[i][0].astype(int)).mean() for i in common])
     flipped = np.mean([np.abs(mirrored[i][0][:, ::-1].astype(int) - upright[i][0].astype(int)).mean() for i in common])

@@ -35,7 +35,7 @@ def shown(scene, j: int, fps: float) -> int:
     return int(np.searchsorted(0.5 * (times[1:] + times[:-1]), j / fps - tol, side="left"))
 
 
-def _check_dense(path, scene, config=FaceConfig(), rotation=0):
+def _check_dense(path, scene, config=FaceConfig(), rotation=0, median_px=MEDIAN_EYE_PX):
     frames = iter_aligned_frames(path, config)
     rel, seen, n_timeline = [], 0, 0
     for af in frames:
@@ -52,7 +52,7 @@ def _check_dense(path, scene, config=FaceConfig(), rotation=0):
         rel.append(r)
         seen += 1
     assert seen > 0
-    assert np.median(rel) < MEDIAN_EYE_PX and max(rel) < MAX_EYE_PX, (np.median(rel), max(rel))
+    assert np.median(rel) < median_px and max(rel) < MAX_EYE_PX, (np.median(rel), max(rel))
     report = frames.report
     assert report.frames_decoded == scene.n_frames
     assert report.frames_with_face == seen
@@ -62,7 +62,7 @@ def _check_dense(path, scene, config=FaceConfig(), rotation=0):
     return report
 
 
-def _check_sampled(path, scene, config: FaceConfig) -> FaceClips:
+def _check_sampled(path, scene, config: FaceConfig, median_px=MEDIAN_EYE_PX) -> FaceClips:
     result, landmarks = extract_face_clips_with_landmarks(path, config)
     assert result.clips.dtype == np.uint8
     assert result.clips.shape[1:] == (config.clip_length, config.face_size, config.face_size, 3)
@@ -79,7 +79,7 @@ def _check_sampled(path, scene, config: FaceConfig) -> FaceClips:
                 assert a < MAX_ABS_EYE_PX
                 rel.append(r)
     if rel:
-        assert np.median(rel) < MEDIAN_EYE_PX and max(rel) < MAX_EYE_PX, (np.median(rel), max(rel))
+        assert np.median(rel) < median_px and max(rel) < MAX_EYE_PX, (np.median(rel), max(rel))
     starts = [m.first_frame for m in result.meta]
     assert starts == sorted(starts)
     assert all(b - a >= config.clip_span for a, b in zip(starts, starts[1:], strict=False)), "clips overlap"
@@ -145,10 +145,13 @@ def test_a_larger_face_seen_only_for_a_while_is_not_the_interviewee():
 def test_face_less_gaps_are_skipped():
     kwargs = dict(seconds=3.0, size=(320, 240), gaps=[(1.0, 1.8)])
     path, scene = face_video(**kwargs), face_scene(**kwargs)
-    _check_dense(path, scene)  # gap frames exactly None: transitions are detected frame by frame
+    # The suite's smallest, fastest-turning face (320×240): the straight-line fit of the landmarks over a clip
+    # (track.line_fit, which removes the detector's jitter) costs it a little median accuracy (measured 5.06 px).
+    median_px = 5.5
+    _check_dense(path, scene, median_px=median_px)  # gap frames exactly None: transitions detected frame by frame
     gap = {i for i in range(scene.n_frames) if scene.truth(i) is None}
     for config in (FaceConfig(max_clips=None), FaceConfig(max_clips=5)):
-        result = _check_sampled(path, scene, config)
+        result = _check_sampled(path, scene, config, median_px=median_px)
         assert len(result) >= 3
         for m in result.meta:
             assert not gap & set(range(m.first_frame, m.last_frame + 1)), "a clip spans the gap"
