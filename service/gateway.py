@@ -27,7 +27,7 @@ from .jobs import Job, JobStore, StoreUnavailable, new_job_id
 from .metrics import Metrics
 from .processing import face_config, preprocessing_check
 from .settings import Settings
-from .storage import LocalUploadStorage
+from .storage import StorageUnavailable, UploadStorage
 
 log = logging.getLogger("service.gateway")
 
@@ -36,7 +36,7 @@ _READY_CACHE_S = 2.0
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: JobStore, storage: LocalUploadStorage, backend: InferenceBackend,
+    def __init__(self, settings: Settings, store: JobStore, storage: UploadStorage, backend: InferenceBackend,
                  runner, metrics: Metrics):
         self.settings, self.store, self.storage, self.backend, self.runner = settings, store, storage, backend, runner
         self.metrics = metrics
@@ -57,8 +57,11 @@ class Gateway:
             ok, reason = await to_thread.run_sync(self.backend_ready)
             if not ok:
                 raise Problem("backend_unavailable", reason)
-            upload = await receive_video(request, self.storage, self.settings.max_upload_bytes,
-                                         self.settings.upload_idle_timeout_s, name=job_id)
+            try:
+                upload = await receive_video(request, self.storage, self.settings.max_upload_bytes,
+                                             self.settings.upload_idle_timeout_s, name=job_id)
+            except StorageUnavailable as exc:  # the object store, not the client: 503, retry later
+                raise Problem(exc.code, str(exc)) from None
             try:
                 await to_thread.run_sync(self._probe, upload.path)
                 job = Job(id=job_id, owner=owner, upload=str(upload.path))
@@ -70,7 +73,8 @@ class Gateway:
                     await to_thread.run_sync(self._forget, job.id)
                     raise Problem("queue_unavailable", str(exc)) from None
             except BaseException:
-                self.storage.delete(upload.path)
+                with contextlib.suppress(StorageUnavailable):  # the sweeper deletes it once the store is back
+                    self.storage.delete(upload.path)
                 raise
         finally:
             if not created:
@@ -79,10 +83,14 @@ class Gateway:
         self.metrics.upload_bytes.inc(upload.size)
         return job.id
 
-    def _probe(self, path) -> None:
-        """Open the file with the pipeline's own probe: not-a-video / too long / too short answer at once."""
+    def _probe(self, ref) -> None:
+        """Open the file with the pipeline's own probe: not-a-video / too long / too short answer at once.
+        (An object store hands over the gateway's local spool of the upload: service.s3_storage.)"""
         try:
-            probe(path, face_config(self.settings))
+            with self.storage.local_copy(ref) as path:
+                probe(path, face_config(self.settings))
+        except StorageUnavailable as exc:
+            raise Problem(exc.code, str(exc)) from None
         except DJLDMLError as exc:
             raise Problem(exc.code if exc.code in PROBLEMS else "not_a_video", exc.message) from None
         except Exception as exc:  # whatever the demuxer throws at a hostile file, it is the file's fault
@@ -128,7 +136,7 @@ class Gateway:
         self._backend_state = (0.0, False, "")  # /readyz always asks afresh
         checks = {}
         for name, check in (("job_store", self.store.ping), ("queue", self.runner.ready),
-                            ("backend", self.backend_ready)):
+                            ("backend", self.backend_ready), ("upload_store", self.storage.ready)):
             ok, reason = check()
             checks[name] = "ok" if ok else (reason or "not ready")
         ready = all(v == "ok" for v in checks.values())

