@@ -622,8 +622,12 @@ class LocalStack:
 
     def add_worker(self, name: str | None = None, wait: bool = True) -> ProcessHandle:
         """One more Celery worker on the same broker (scaling, or replacing a killed one)."""
-        w = start_worker(self.env, workdir=self.workdir / "workers", name=name, wait=wait,
-                         concurrency=self.concurrency)
+        env = self.env
+        if self.use_object_store:  # as on another host: the worker shares nothing with the gateway but the store
+            local = self.workdir / "workers" / "uploads"
+            local.mkdir(parents=True, exist_ok=True, mode=0o700)
+            env = {**env, "DJLDML_UPLOAD_DIR": str(local)}
+        w = start_worker(env, workdir=self.workdir / "workers", name=name, wait=wait, concurrency=self.concurrency)
         self.workers.append(w)
         return w
 
