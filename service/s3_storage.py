@@ -273,9 +273,10 @@ class S3UploadWriter:
             self.head = (self.head + data)[:512]
         self._spool.write(data)
         self._buf += data
-        while len(self._buf) >= self.storage.part_bytes:
-            part = bytes(self._buf[: self.storage.part_bytes])
-            del self._buf[: self.storage.part_bytes]
+        n = self.storage.part_bytes
+        while len(self._buf) >= n:
+            part, self._buf = self._buf, self._buf[n:]  # hand the buffer itself over: no copy of the part
+            del part[n:]
             self._send(part)
 
     def close(self) -> None:
@@ -317,7 +318,7 @@ class S3UploadWriter:
         self._spool.close()
 
     # ------------------------------------------------------------------------------------------ parts
-    def _send(self, part: bytes) -> None:
+    def _send(self, part: bytes | bytearray) -> None:
         """Start uploading ``part`` once the previous part is done (order kept, memory ≤ two parts)."""
         s = self.storage
         try:
@@ -333,7 +334,7 @@ class S3UploadWriter:
         self._parts.append({"PartNumber": number})
         self._in_flight = s._part_pool.submit(self._upload_part, number, part)
 
-    def _upload_part(self, number: int, part: bytes) -> None:
+    def _upload_part(self, number: int, part: bytes | bytearray) -> None:
         s = self.storage
         etag = s.client.upload_part(Bucket=s.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number,
                                     Body=part)["ETag"]

@@ -30,7 +30,7 @@ _MULTIPART_SLACK = 128 * 1024
 _MAX_OTHER_FIELDS_BYTES = 64 * 1024
 _MAX_HEADER_BYTES = 8 * 1024  # one part's headers (a header that never ends must not grow without bound)
 _MAX_NAMES_SHOWN = 5
-_FEED_BYTES = 1024 * 1024  # bytes handed to the parser per thread hop (reads are ≈64 KiB)
+_FEED_BYTES = 256 * 1024  # bytes handed to the parser per thread hop (reads are ≈64 KiB)
 _ACCEPTED_PART_TYPES = ("application/octet-stream", "application/mp4", "application/x-matroska", "")
 
 
