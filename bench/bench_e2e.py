@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="upload stores of the upload-memory test")
     p.add_argument("--load-n", type=int, nargs="+", default=[1, 4, 16], help="concurrent uploads of the load run")
     p.add_argument("--load-seconds", type=float, default=60, help="video length of the load run")
-    p.add_argument("--load-modes", nargs="+", choices=["embedded", "stack"], default=["embedded", "stack"])
+    p.add_argument("--load-modes", nargs="+", choices=["embedded", "stack", "stack-inproc"],
+                   default=["embedded", "stack"],
+                   help="stack-inproc: Redis + Celery worker with the in-process model, no TorchServe")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2],
                    help="job slots per worker to compare (embedded threads / Celery --concurrency)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (videos, stack logs)")
@@ -282,7 +284,7 @@ def load_run(url: str, video: bytes, n: int) -> dict:
 def worker_memory(stack: LocalStack) -> list[tuple[str, int]]:
     """(process, peak RSS KiB) of every process that runs jobs: the embedded gateway, or the Celery workers (parent
     and pool children) and TorchServe (frontend and its Python workers)."""
-    groups = [stack.gateway.pid] if not stack.use_broker else [w.pid for w in stack.workers]
+    groups = [w.pid for w in stack.workers] if stack.use_broker else [stack.gateway.pid]
     if stack.torchserve is not None:
         groups.append(stack.torchserve.pgid)
     out = []
@@ -301,7 +303,7 @@ def load(store: Path, name: str, work: Path, video_path: Path, args) -> None:
     for mode in args.load_modes:
         for conc in args.concurrency:
             env = {**BENCH_ENV, "DJLDML_EMBEDDED_WORKERS": str(conc)}
-            stack = LocalStack(store, name, workdir=work / f"load-{mode}-{conc}", broker=mode == "stack",
+            stack = LocalStack(store, name, workdir=work / f"load-{mode}-{conc}", broker=mode != "embedded",
                                torchserve=mode == "stack", concurrency=conc, extra_env=env)
             with stack:
                 warm = one_job(stack.url, video, time.perf_counter())  # model load, first TorchServe batch

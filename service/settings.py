@@ -96,7 +96,9 @@ class Settings(BaseSettings):
         300.0, gt=0, description="a queued job not updated for this long is enqueued again by the sweeper "
                                  "(its message may have been lost); a duplicate of a waiting job is a no-op"
     )
-    embedded_workers: int = Field(1, gt=0, description="job threads in embedded mode")
+    embedded_workers: int = Field(
+        2, gt=0, description="job threads in embedded mode; 2: one job's face clips overlap another's inference "
+                             "(more videos/min on 2 cores: `python -m bench e2e`, docs/deploy.md)")
     retry_after_s: int = Field(5, gt=0, description="Retry-After of 503 answers")
 
     @field_validator("upload_store", "s3_endpoint_url", "s3_region", "s3_server_side_encryption", mode="before")
