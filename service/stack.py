@@ -666,7 +666,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-torchserve", action="store_true", help="workers use the in-process backend")
     p.add_argument("--s3", action="store_true",
                    help="uploads go through an S3-compatible store (rclone serve s3 on 127.0.0.1), as across hosts")
-    p.add_argument("--concurrency", type=int, default=1, help="jobs each Celery worker runs at once")
+    p.add_argument("--concurrency", type=int, default=2,
+                   help="jobs each Celery worker runs at once (default 2: one job's face clips overlap another's "
+                        "inference; docs/deploy.md, 'Throughput under load')")
     args = p.parse_args(argv)
 
     stack = LocalStack(args.model_store, args.model_name, port=args.port, workdir=args.workdir,
