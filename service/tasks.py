@@ -17,8 +17,9 @@ from functools import lru_cache
 from celery.exceptions import Retry
 from celery.signals import worker_init
 
+from .callbacks import DeliveryFailed, post_once, retry_delay_s
 from .celery_app import celery_app
-from .jobs import StoreUnavailable
+from .jobs import Job, StoreUnavailable
 from .lease import run_leased
 from .processing import run_job
 from .settings import get_settings
@@ -56,7 +57,8 @@ def run_job_task(self, job_id: str, upload_path: str) -> str:
     try:
         # final=False: an unreachable store keeps the upload, whatever the attempt (the job is not over).
         ran, status = run_leased(store, job_id, settings.lease_s, lambda: run_job(
-            job_id, upload_path, store=store, backend=backend, storage=storage, settings=settings, final=False))
+            job_id, upload_path, store=store, backend=backend, storage=storage, settings=settings, final=False,
+            on_finished=_queue_callback))
         if not ran:
             log.info("job %s is running in another worker; this delivery leaves it to that one", job_id)
             return "running-elsewhere"
@@ -77,6 +79,28 @@ def run_job_task(self, job_id: str, upload_path: str) -> str:
         with contextlib.suppress(Exception):
             store.update(job_id, status="failed", error={"code": "internal_error", "detail": exc.__class__.__name__})
         return "failed"
+
+
+def _queue_callback(job: Job) -> None:
+    """run_job's end hook: the callback goes out as its own task, so its retries never hold this worker."""
+    if job.callback_url:
+        deliver_callback_task.apply_async((job.id,))
+
+
+@celery_app.task(name="djldml.deliver_callback", bind=True, acks_late=True, max_retries=None)
+def deliver_callback_task(self, job_id: str) -> str:
+    """POST a finished job's callback once (service.callbacks.post_once); on failure Celery retries it with
+    doubling delays, CALLBACK_RETRIES times. A worker is held for one CALLBACK_TIMEOUT_S at most per attempt."""
+    store, _, _, settings = _components()
+    try:
+        return "sent" if post_once(job_id, store, settings) is not None else "nothing to send"
+    except (DeliveryFailed, StoreUnavailable) as exc:
+        if self.request.retries >= settings.callback_retries:
+            log.warning("job %s: callback not delivered after %d attempts (%s)", job_id, self.request.retries + 1,
+                        exc)
+            return "undelivered"
+        log.warning("job %s: callback attempt %d failed (%s); retrying", job_id, self.request.retries + 1, exc)
+        raise self.retry(countdown=retry_delay_s(settings, self.request.retries), exc=exc) from None
 
 
 class CeleryRunner:
