@@ -19,6 +19,8 @@ from tests import media
 
 MODEL_NAME = "djldml-test"
 KEY, OTHER_KEY = "test-key-1", "test-key-2"
+#: Standard Webhooks signing secret of KEY's callbacks (OTHER_KEY has none: its callback_url is refused).
+CALLBACK_SECRET = "whsec_" + "dGVzdC1jYWxsYmFjay1zZWNyZXQtb2Yta2V5LTEh"  # base64 of a test string
 
 #: Settings both modes run with (small limits so every error is cheap to provoke).
 SERVICE_ENV = {
@@ -37,6 +39,11 @@ SERVICE_ENV = {
     "DJLDML_UPLOAD_IDLE_TIMEOUT_S": "2",
     "DJLDML_SWEEP_INTERVAL_S": "2",
     "DJLDML_LEASE_S": "6",
+    "DJLDML_CALLBACK_HOSTS": "127.0.0.1",
+    "DJLDML_CALLBACK_SECRETS": f"{KEY}={CALLBACK_SECRET}",
+    "DJLDML_CALLBACK_RETRIES": "3",
+    "DJLDML_CALLBACK_RETRY_DELAY_S": "0.2",
+    "DJLDML_CALLBACK_TIMEOUT_S": "2",
 }
 
 
