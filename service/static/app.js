@@ -424,7 +424,7 @@ function drawDistribution(container, r) {
   for (let t = 0; t <= 4; t++) {  // y grid
     const v = (yMax * t) / 4;
     el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#c4c4cc", "stroke-width": 0.5 }, svg);
-    text(svg, L - 6, y(v) + 4, v.toFixed(v < 0.1 ? 3 : 2), { "text-anchor": "end", "font-size": 11 });
+    text(svg, L - 6, y(v) + 4, (100 * v).toFixed(1) + " %", { "text-anchor": "end", "font-size": 11 });
   }
   const bars = el("g", { class: "bars" }, svg);
   r.distribution.forEach((p, k) => {
