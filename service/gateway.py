@@ -66,7 +66,7 @@ class Gateway:
         if known is not None:  # a retry: read the body only to compare it with the first request's
             upload = await self._receive(request, owner, new_job_id())
             self.storage.delete(upload.path)
-            return await self._replay(idempotency.KeyRecord.from_json(known), self._fingerprint(upload))
+            return await self._replay(scope, idempotency.KeyRecord.from_json(known), self._fingerprint(upload))
 
         limit = self.settings.max_concurrent_jobs_per_key
         job_id = new_job_id()
@@ -88,7 +88,8 @@ class Gateway:
                     found = await self._store(self.store.claim_key, scope, record.to_json())
                     if found is not None:  # the same key won a race with this request: its job, not ours
                         self.storage.delete(upload.path)
-                        return await self._replay(idempotency.KeyRecord.from_json(found), record.fingerprint)
+                        return await self._replay(scope, idempotency.KeyRecord.from_json(found),
+                                                  record.fingerprint)
                 try:
                     await self._store(self.store.create, job)
                     created = True
@@ -125,8 +126,10 @@ class Gateway:
         fields["faces_preview"] = str(_truthy(fields["faces_preview"]))
         return idempotency.fingerprint(upload.sha256, fields)
 
-    async def _replay(self, record: idempotency.KeyRecord, fingerprint: str) -> Submitted:
+    async def _replay(self, scope: str, record: idempotency.KeyRecord, fingerprint: str) -> Submitted:
         job = await self._store(self.store.get, record.job_id)
+        if job is None and record.stale and record.fingerprint == fingerprint:
+            await self._store(self.store.release_key, scope)  # abandoned: this answer is 409, the next retry is new
         return Submitted(idempotency.replayed_job_id(record, fingerprint, job is not None), replayed=True)
 
     def _probe(self, path) -> None:

@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from .api.problems import Problem
 
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255
+#: A claim whose job does not exist this long after it was made was abandoned (its request died between the
+#: claim and the job's creation, and the release failed too): the next retry frees it.
+STALE_CLAIM_S = 60.0
 
 
 def check_key(key: str | None) -> str | None:
@@ -53,23 +57,29 @@ def fingerprint(video_sha256: str, fields: dict[str, str]) -> str:
 class KeyRecord:
     job_id: str
     fingerprint: str
+    claimed_at: float = field(default_factory=time.time)
 
     def to_json(self) -> str:
-        return json.dumps({"job_id": self.job_id, "fingerprint": self.fingerprint})
+        return json.dumps({"job_id": self.job_id, "fingerprint": self.fingerprint, "claimed_at": self.claimed_at})
 
     @classmethod
     def from_json(cls, s: str) -> KeyRecord:
         d = json.loads(s)
-        return cls(d["job_id"], d["fingerprint"])
+        return cls(d["job_id"], d["fingerprint"], float(d.get("claimed_at", 0.0)))
+
+    @property
+    def stale(self) -> bool:
+        return time.time() - self.claimed_at > STALE_CLAIM_S
 
 
 def replayed_job_id(record: KeyRecord, request_fingerprint: str, job_exists: bool) -> str:
     """The job a retry gets; raises Problem ``idempotency_key_reused`` (another request's key) or
-    ``idempotency_key_in_use`` (the first request has not created its job yet)."""
+    ``idempotency_key_in_use`` (the first request has not created its job yet, or gave up: see STALE_CLAIM_S)."""
     if record.fingerprint != request_fingerprint:
         raise Problem("idempotency_key_reused",
                       f"this {HEADER} was used for a different upload (another video or other form fields); "
                       "use a new key for a new request")
     if not job_exists:
-        raise Problem("idempotency_key_in_use", f"the first request with this {HEADER} is still being processed")
+        raise Problem("idempotency_key_in_use", f"the first request with this {HEADER} is still being processed"
+                      if not record.stale else f"the first request with this {HEADER} was abandoned; retry")
     return record.job_id

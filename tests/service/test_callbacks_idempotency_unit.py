@@ -97,3 +97,42 @@ def test_job_documents_of_older_and_newer_versions_load():
     assert Job.from_json(old).callback_url is None
     newer = json.dumps({"id": "j", "owner": "o", "a_field_from_the_future": 1})
     assert Job.from_json(newer).id == "j"
+
+
+def test_idempotency_rules():
+    from service import idempotency
+
+    rec = idempotency.KeyRecord("j1", "fp")
+    assert idempotency.replayed_job_id(rec, "fp", job_exists=True) == "j1"
+    with pytest.raises(Problem) as e:
+        idempotency.replayed_job_id(rec, "other", job_exists=True)
+    assert e.value.code == "idempotency_key_reused" and e.value.status == 422
+    with pytest.raises(Problem) as e:
+        idempotency.replayed_job_id(rec, "fp", job_exists=False)
+    assert e.value.code == "idempotency_key_in_use" and e.value.status == 409
+    old = idempotency.KeyRecord("j1", "fp", claimed_at=0.0)
+    assert old.stale and not rec.stale
+    assert idempotency.KeyRecord.from_json(rec.to_json()) == rec
+    assert idempotency.scope_of("a", "k") != idempotency.scope_of("b", "k")  # per API key
+    assert idempotency.fingerprint("v", {"callback_url": "", "faces_preview": "False"}) != idempotency.fingerprint(
+        "v", {"callback_url": "https://x", "faces_preview": "False"})
+
+
+def test_openapi_documents_the_header_the_fields_and_the_callback():
+    from service.app import create_app
+
+    doc = create_app(Settings()).openapi()
+    for path in ("/jobs", "/predict"):
+        op = doc["paths"][path]["post"]
+        header = {p["name"]: p for p in op["parameters"] if p["in"] == "header"}
+        assert "Idempotency-Key" in header and "same key" in header["Idempotency-Key"]["description"]
+        props = op["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+        assert {"video", "callback_url", "faces_preview"} <= set(props)
+        cb = op["callbacks"]["jobEnded"]["{$request.body#/callback_url}"]["post"]
+        assert cb["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/CallbackEvent")
+        assert {p["name"] for p in cb["parameters"]} == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+        codes = " ".join(str(v.get("description", "")) for v in op["responses"].values())
+        assert all(c in codes for c in ("idempotency_key_reused", "idempotency_key_in_use", "callback_not_allowed"))
+    event = doc["components"]["schemas"]["CallbackEvent"]
+    assert set(event["properties"]) == {"type", "timestamp", "data"}
+    assert "/jobs/{job_id}/faces" in doc["paths"]
