@@ -18,7 +18,8 @@ from djldml.losses import OBJECTIVES
 from .config import TrainConfig
 from .data import ClipStore
 from .evaluate import evaluate
-from .train import open_store, train
+from .store import open_store
+from .train import train
 
 
 def run_ablation(cfg: TrainConfig, objectives: tuple[str, ...] = OBJECTIVES, split: str = "test",

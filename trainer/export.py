@@ -25,10 +25,9 @@ from typing import Any
 
 import torch
 
-from djldml.errors import ModelError
 from djldml.faces.provenance import selection
 from djldml.model_card import CARD_FILENAME, ModelCard, file_sha256
-from djldml.model_file import FORMAT, MODEL_FILENAME, load_model
+from djldml.model_file import MODEL_FILENAME, load_model, read_model_file
 
 from .store import INFO as STORE_INFO
 
@@ -103,28 +102,6 @@ def handler_sources(handler: Path = HANDLER) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- model file
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(model file dict, training facts) from a model file, a checkpoint, or a run directory (its best.pt).
-
-    A checkpoint of trainer/train.py is ``{"model": <model file dict>, "config": ..., "dev": ..., "epoch": ...}``;
-    its config and development metrics become the card's defaults.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt"
-    try:
-        blob = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(f"cannot read {path.name}: {exc.__class__.__name__}: {exc}") from None
-    facts: dict[str, Any] = {}
-    if isinstance(blob, dict) and blob.get("format") != FORMAT and isinstance(blob.get("model"), dict):
-        facts = {k: blob[k] for k in ("config", "dev", "epoch") if k in blob}
-        blob = blob["model"]
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ModelError(f"{path.name} is neither a {FORMAT} model file nor a checkpoint holding one")
-    return blob, facts
-
-
 def training_preprocessing(training: dict[str, Any]) -> dict[str, Any]:
     """How the faces a model trained on were made: the prepared dataset's record (``dataset.json``, written by
     ``trainer prepare``), with the clip geometry the training actually used (clips of ``clip_length`` frames,
@@ -171,7 +148,7 @@ def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name:
     ``card`` supplies description, synthetic flag, training config, metrics and data description; name,
     version and net_config are set here from the arguments and the model file.
     """
-    model, facts = read_checkpoint(model_file_or_best_ckpt)
+    model, facts = read_model_file(model_file_or_best_ckpt)
     fields = card.to_dict() if isinstance(card, ModelCard) else dict(card or {})
     if not fields.get("training") and "config" in facts:
         fields["training"] = facts["config"]

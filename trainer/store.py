@@ -377,6 +377,11 @@ class PreparedDataset:
         return state
 
 
+def open_store(root: str | os.PathLike) -> PreparedDataset:
+    """The prepared dataset at ``root`` (what ``trainer prepare`` wrote), as the trainer's ClipStore."""
+    return PreparedDataset(root)
+
+
 def face_file_name(video_id: str) -> str:
     return f"{FACES_DIR}/{video_id}{FACE_SUFFIX}"
 
