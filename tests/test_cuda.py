@@ -20,7 +20,7 @@ from djldml.inference import clip_distributions
 from djldml.model_card import CARD_FILENAME
 from djldml.model_file import MODEL_FILENAME, load_model, save_model
 from djldml.network import build_network
-from service import torchserve_handler as handler
+from djldml.serving import handler
 from trainer.config import SYNTHETIC_CONFIG, load_config
 from trainer.train import train
 

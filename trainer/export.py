@@ -2,8 +2,9 @@
 
 The archive holds
 - ``model.pt``: the djldml.model_file dict (net config + state dict; loads with ``weights_only=True``);
-- ``torchserve_handler.py``: the handler (service/torchserve_handler.py) and, beside it, the ``djldml``
-  sources it imports (found by following its imports), so the .mar runs in a stock TorchServe image;
+- ``torchserve_handler.py``: TorchServe's entry file (djldml/serving/torchserve_handler.py) and, beside it, the
+  ``djldml`` sources it imports (djldml/serving/handler.py and on, found by following its imports), so the .mar
+  runs in a stock TorchServe image;
 - ``model_card.json``: name, version, synthetic flag, net/training config, metrics, data description;
 - ``model-config.yaml``: TorchServe's batching (batchSize, maxBatchDelay) and the handler's knobs.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
 import json
 import os
 import shutil
@@ -32,7 +34,8 @@ from djldml.model_file import MODEL_FILENAME, load_model, read_model_file
 from .store import INFO as STORE_INFO
 
 REPO = Path(__file__).resolve().parent.parent
-HANDLER = REPO / "service" / "torchserve_handler.py"
+#: TorchServe's entry file, found by module name: the archive depends on djldml alone, never on service/.
+HANDLER = Path(importlib.util.find_spec("djldml.serving.torchserve_handler").origin)
 CORE = REPO / "djldml"
 
 #: TorchServe batching of the exported model: up to BATCH_SIZE requests (each a batch of clips) are run

@@ -1,6 +1,6 @@
 """In-process backend: loads the same .mar TorchServe serves and runs the handler's own code on it.
 
-The embedded default (no TorchServe). It calls ``service.torchserve_handler.inference`` — the function the
+The embedded default (no TorchServe). It calls ``djldml.serving.handler.inference`` — the function the
 TorchServe worker runs — with the archive's handler knobs (clip batch, AMP) and the card's mirror averaging, so
 both backends compute the same numbers for the same clips. Only the HTTP wire format (.npy body, JSON answer) is
 skipped.
@@ -17,8 +17,8 @@ import torch
 from djldml.clips import CLIP_SHAPE, validate_clips
 from djldml.errors import DJLDMLError, ModelError
 from djldml.inference import DEFAULT_BATCH, mirror_average
+from djldml.serving import handler
 
-from .. import torchserve_handler as handler
 from ..model_archive import open_archive
 from .base import ModelInfo
 

@@ -1,8 +1,8 @@
-"""TorchServe handler: a batch of requests, each a .npy clip array → per-clip BDI-II distributions.
+"""The TorchServe handler's logic: a batch of requests, each a .npy clip array → per-clip BDI-II distributions.
 
-Packed into the .mar by ``trainer export`` together with the ``djldml`` sources it imports, so the archive
-runs in a stock TorchServe image: this file imports only ``djldml``, torch and numpy (not ``ts``, not
-``service``).
+Packed into the .mar by ``trainer export`` (entry file djldml/serving/torchserve_handler.py) together with the
+``djldml`` sources it imports, so the archive runs in a stock TorchServe image: this file imports only
+``djldml``, torch and numpy (not ``ts``, not ``service``).
 
 Wire format (one request):
 - body: ``djldml.clips.clips_to_bytes(clips)`` — a .npy ``uint8 [N, 16, 112, 112, 3]`` array, sent with
