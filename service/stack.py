@@ -31,6 +31,8 @@ from pathlib import Path
 
 import httpx
 
+from service.backends.torchserve import WORKER_READY, worker_states
+
 HOST = "127.0.0.1"
 DEFAULT_MODEL_NAME = "djldml-demo"
 
@@ -305,8 +307,7 @@ class TorchServeHandle:
 
     def model_ready(self, name: str) -> bool:
         r = httpx.get(f"{self.management_url}/models/{name}", headers=self.management_headers(), timeout=2.0)
-        return r.status_code == 200 and any(
-            w.get("status") == "READY" for version in r.json() for w in version.get("workers", []))
+        return r.status_code == 200 and WORKER_READY in worker_states(r.json())
 
     def wait_models(self, timeout: float = 90.0) -> None:
         """Block until every model has a READY worker (``/ping`` is healthy long before); stop on failure."""

@@ -18,7 +18,7 @@ from celery.exceptions import Retry
 from celery.signals import worker_init
 
 from .celery_app import RUN_JOB_TASK, celery_app
-from .jobs import StoreUnavailable
+from .jobs import FAILED, StoreUnavailable
 from .lease import run_leased
 from .processing import run_job
 from .settings import get_settings
@@ -75,5 +75,5 @@ def run_job_task(self, job_id: str, upload_path: str) -> str:
     except Exception as exc:  # run_job fails jobs itself; this guards against a malformed message
         log.error("job %s: task error %s", job_id, exc.__class__.__name__)
         with contextlib.suppress(Exception):
-            store.update(job_id, status="failed", error={"code": "internal_error", "detail": exc.__class__.__name__})
-        return "failed"
+            store.update(job_id, status=FAILED, error={"code": "internal_error", "detail": exc.__class__.__name__})
+        return FAILED
