@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from djldml.atomic import atomic_path
 from djldml.faces.provenance import selection
 from djldml.model_card import CARD_FILENAME, ModelCard, file_sha256
 from djldml.model_file import MODEL_FILENAME, load_model, read_model_file
@@ -193,9 +194,8 @@ def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name:
         built = stage / "out" / f"{name}.mar"
         if done.returncode != 0 or not built.exists():
             raise RuntimeError(f"torch-model-archiver failed ({done.returncode}): {done.stderr[-2000:]}")
-        tmp_out = out_mar.with_name(out_mar.name + ".tmp")
-        shutil.move(str(built), tmp_out)
-        os.replace(tmp_out, out_mar)  # readers never see a half-written archive
+        with atomic_path(out_mar) as tmp_out:  # readers never see a half-written archive
+            shutil.move(str(built), tmp_out)
     return out_mar
 
 

@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from djldml.atomic import atomic_path
 from djldml.clips import to_tensor
 from djldml.device import resolve_device
 from djldml.losses import JointObjective, head_for
@@ -88,9 +89,8 @@ def param_groups(net: DJLDMLNet, cfg: TrainConfig) -> list[dict]:
 
 
 def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a crash mid-write never leaves a truncated checkpoint
+    with atomic_path(path) as tmp:  # a crash mid-write never leaves a truncated checkpoint
+        torch.save(obj, tmp)
 
 
 def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:
