@@ -86,7 +86,8 @@ def inference(net: DJLDMLNet, parsed: list[Parsed], batch_size: int = DEFAULT_BA
     if not good:
         return list(parsed)
     dists = clip_distributions(net, np.concatenate(good), batch_size=batch_size, amp=amp, mirror=mirror)
-    out, start = [], 0
+    out: list = []
+    start = 0
     for p in parsed:
         if isinstance(p, np.ndarray):
             out.append(dists[start : start + len(p)])
@@ -136,6 +137,8 @@ class DJLDMLHandler:
     def handle(self, data: list, context) -> list:
         if _is_describe(context):  # GET /models/<name>?customized=true
             return [json.dumps(self.card)]
+        if self.net is None:
+            raise RuntimeError("handle() before initialize()")
         results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror)
         out = []
         for idx, (status, body) in enumerate(postprocess(results)):
