@@ -16,9 +16,9 @@ from fastapi.staticfiles import StaticFiles
 from . import wiring
 from .api import schemas
 from .api.problems import PROBLEMS, install_handlers
-from .api.routes import STATIC, router
 from .gateway import Gateway
 from .metrics import Metrics, RequestMetricsMiddleware
+from .routes import STATIC, router
 from .settings import Settings
 from .sweeper import Sweeper
 

@@ -7,25 +7,14 @@ definitions they restate.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from djldml import labels
 
+from ..jobs import Job, JobState
 from .problems import PROBLEMS
-
-if TYPE_CHECKING:
-    from ..jobs import Job
-
-
-class JobState(StrEnum):
-    queued = "queued"
-    preprocessing = "preprocessing"
-    inferring = "inferring"
-    done = "done"
-    failed = "failed"
 
 
 class Interval(BaseModel):

@@ -24,7 +24,7 @@ API_KEY = "page-test-key"
 
 @pytest.fixture(scope="module")
 def page_service(tmp_path_factory):
-    from service.stack import start_gateway
+    from devstack.gateway import start_gateway
 
     work = tmp_path_factory.mktemp("page")
     env = {"DJLDML_MODEL_STORE": str(ROOT / "model_store"), "DJLDML_MODEL_NAME": "djldml-demo",

@@ -9,14 +9,14 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from djldml import labels
 
-from .. import idempotency
-from ..auth import require_key
-from ..gateway import Gateway, Submitted
-from . import schemas
-from .problems import Problem, openapi_problem_responses
+from . import idempotency
+from .api import schemas
+from .api.problems import Problem, openapi_problem_responses
+from .auth import require_key
+from .gateway import Gateway, Submitted
 
 router = APIRouter()
-STATIC = Path(__file__).resolve().parent.parent / "static"
+STATIC = Path(__file__).resolve().parent / "static"
 
 _UPLOAD_BODY = {
     "requestBody": {
