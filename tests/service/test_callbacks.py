@@ -101,6 +101,11 @@ def test_done_job_is_posted_signed(service, videos, receiver):
         verify(CALLBACK_SECRET, headers, body.replace(b'"job.done"', b'"job.fail"'))
     with pytest.raises(ValueError, match="bad signature"):
         verify("whsec_" + base64.b64encode(b"another secret").decode(), headers, body)
+    # the logs name the job and the HTTP status, never the result
+    logs = [service.gateway.log_path] + [w.log_path for w in getattr(service.stack, "workers", [])]
+    text = "".join(p.read_text(errors="replace") for p in logs)
+    assert f"job {job['id']}: callback delivered (HTTP 204)" in text
+    assert "bdi_score" not in text and repr(job["result"]["bdi_score"]) not in text
 
 
 def test_receiver_failing_twice_gets_the_result_on_retry(service, videos, receiver):
