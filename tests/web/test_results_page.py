@@ -126,6 +126,14 @@ def test_a_text_file_shows_the_not_a_video_message(page, tmp_path):
     assert page.evaluate("document.activeElement.id") == "error"  # focus moves to the message
 
 
+def test_a_job_that_fails_shows_its_error_in_words(page):
+    _submit(page, media.noface_video(seconds=2, size=(320, 240)))
+    page.wait_for_selector("#error:not([hidden])", timeout=60_000)
+    text = page.text_content("#error")
+    assert "No face was found in the video" in text and "no_face" in text and "job " in text
+    assert page.text_content("#status-text") == "The job failed."
+
+
 def test_a_wrong_key_and_a_missing_file_are_said_in_words(page):
     page.click("#submit")  # nothing chosen
     assert "Choose a video first." in page.text_content("#error")
