@@ -409,7 +409,8 @@ function drawDistribution(container, r) {
   const W = 900, H = 260, L = 52, R = 12, T = 26, B = 40;
   const n = r.distribution.length, pw = W - L - R, ph = H - T - B;
   const maxP = Math.max(...r.distribution, 1e-9);
-  const yMax = niceCeil(maxP);
+  const yStep = niceCeil(maxP / 4);  // 4–5 gridlines at round percentages
+  const yMax = Math.ceil(maxP / yStep - 1e-9) * yStep;
   const bw = pw / n;
   const x = (k) => L + k * bw;
   const y = (p) => T + ph - (p / yMax) * ph;
@@ -421,10 +422,10 @@ function drawDistribution(container, r) {
                  fill: BAND_FILL[b.name] || "#eee" }, svg);
     text(svg, x(b.low - config.min_score) + 4, T - 8, b.name, { "font-size": 12 });
   }
-  for (let t = 0; t <= 4; t++) {  // y grid
-    const v = (yMax * t) / 4;
+  for (let v = 0; v <= yMax + yStep / 2; v += yStep) {  // y grid
     el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#c4c4cc", "stroke-width": 0.5 }, svg);
-    text(svg, L - 6, y(v) + 4, (100 * v).toFixed(1) + " %", { "text-anchor": "end", "font-size": 11 });
+    text(svg, L - 6, y(v) + 4, (100 * v).toFixed(yStep < 0.01 ? 1 : 0) + " %", { "text-anchor": "end",
+                                                                                  "font-size": 11 });
   }
   const bars = el("g", { class: "bars" }, svg);
   r.distribution.forEach((p, k) => {
