@@ -50,6 +50,11 @@ _UPLOAD_ERRORS = ("invalid_request", "unsupported_media_type", "upload_too_large
                   "video_too_long", "video_too_short", "frame_too_large", "unauthorised", "too_many_jobs",
                   "queue_unavailable", "backend_unavailable", "callback_not_allowed", "idempotency_key_reused",
                   "idempotency_key_in_use")
+_REPLAY_HEADERS = {
+    "Location": {"description": "the job's URL", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {"description": "`true` when this answers a retry with a known Idempotency-Key: the "
+                                           "job is the first request's", "schema": {"type": "string"}},
+}
 _JOB_ERRORS = ("no_face", "too_few_face_clips", "video_error", "model_error", "worker_lost", "job_timeout",
                "internal_error")
 
@@ -101,7 +106,9 @@ def _callbacks(route: str) -> list:
 @router.post(
     "/predict", tags=["predict"], response_model=schemas.PredictionResult, openapi_extra=_UPLOAD_BODY,
     summary="Estimate the BDI-II score of a video (waits for the result)",
-    responses={202: {"model": schemas.JobStatus, "description": "Not done within the wait: poll `Location`"},
+    responses={200: {"headers": {"Idempotent-Replayed": _REPLAY_HEADERS["Idempotent-Replayed"]}},
+               202: {"model": schemas.JobStatus, "description": "Not done within the wait: poll `Location`",
+                     "headers": _REPLAY_HEADERS},
                **openapi_problem_responses(*_UPLOAD_ERRORS, *_JOB_ERRORS)},
     callbacks=_callbacks("predict"),
 )
@@ -123,7 +130,7 @@ async def predict(request: Request, owner: str = Depends(require_key), gw: Gatew
 @router.post(
     "/jobs", tags=["jobs"], status_code=202, response_model=schemas.JobStatus, openapi_extra=_UPLOAD_BODY,
     summary="Submit a video; poll the job at `Location`",
-    responses=openapi_problem_responses(*_UPLOAD_ERRORS),
+    responses={202: {"headers": _REPLAY_HEADERS}, **openapi_problem_responses(*_UPLOAD_ERRORS)},
     callbacks=_callbacks("jobs"),
 )
 async def create_job(request: Request, owner: str = Depends(require_key), gw: Gateway = Depends(gateway),

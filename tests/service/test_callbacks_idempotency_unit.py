@@ -131,6 +131,7 @@ def test_openapi_documents_the_header_the_fields_and_the_callback():
         cb = op["callbacks"]["jobEnded"]["{$request.body#/callback_url}"]["post"]
         assert cb["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/CallbackEvent")
         assert {p["name"] for p in cb["parameters"]} == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+        assert "Idempotent-Replayed" in op["responses"]["202"]["headers"]
         codes = " ".join(str(v.get("description", "")) for v in op["responses"].values())
         assert all(c in codes for c in ("idempotency_key_reused", "idempotency_key_in_use", "callback_not_allowed"))
     event = doc["components"]["schemas"]["CallbackEvent"]
