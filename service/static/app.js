@@ -30,7 +30,9 @@ document.addEventListener("DOMContentLoaded", init);
 
 async function init() {
   $("upload-form").addEventListener("submit", onSubmit);
+  // A new choice is a new request: it gets a new Idempotency-Key (the same key with another upload is refused).
   $("video").addEventListener("change", () => { current.idempotencyKey = null; });
+  $("faces-preview").addEventListener("change", () => { current.idempotencyKey = null; });
   $("delete-job").addEventListener("click", onDelete);
   try {
     config = await (await fetch("/ui/config")).json();
