@@ -525,73 +525,115 @@ class _Window:
 
 
 def _sampled_clips(session: _Session) -> tuple[list[np.ndarray], list[ClipMeta], list[np.ndarray]]:
-    c = session.config
-    span, stride, k = c.clip_span, c.temporal_stride, c.detect_every
-    detect_at = sorted(set(range(0, span, k)) | {span - 1})  # window offsets that are detected
-    segments = clip_segments(session.timeline.n_frames, span, c.max_clips or 1)
-    clips: list[np.ndarray] = []
-    metas: list[ClipMeta] = []
-    marks: list[np.ndarray] = []
-    seg = 0
-    plan = ResampledSkipPlan(session.timeline)  # plan.needed: the first timeline frame at which a window may start
-    plan.needed = segments[0][0]
-    window: _Window | None = None
-    previous = -1  # timeline index of the last frame seen: a window must not have holes
+    """The sampled mode's clips, their metadata and landmarks (see :class:`_SampledClips`)."""
+    return _SampledClips(session).run()
 
-    decoded = session.frames(skip=plan)
-    for df in decoded:
-        i = df.index
-        if window is not None and i != previous + 1:
-            # A frame missing inside the window (corrupt packet): its clip would not be T consecutive frames.
-            session.stats.drop("decode_gap", previous + 1 - window.start)
-            window, plan.needed = None, i
-        previous = i
-        if window is None:
-            while seg < len(segments) and plan.needed >= segments[seg][1]:
-                seg += 1  # this segment has no usable window left; try the next one from its first frame
-                if seg < len(segments):
-                    plan.needed = max(plan.needed, segments[seg][0])
-            if seg >= len(segments):
-                break  # every segment is done: the rest of the video needs no decoding
-            if i < plan.needed:
-                continue
-            window = _Window(i)
-        offset = i - window.start
+
+class _SampledClips:
+    """The sampled mode's search: the timeline is cut into ``max_clips`` segments (clip_segments), and each gives
+    the first window of ``clip_span`` consecutive frames in it with the interviewee throughout. Frames stream by
+    once; GOPs before the next frame a window may start at are not decoded (``plan.needed``)."""
+
+    def __init__(self, session: _Session):
+        c = self.config = session.config
+        self.session = session
+        self.span, self.stride, self.k = c.clip_span, c.temporal_stride, c.detect_every
+        self.detect_at = sorted(set(range(0, self.span, self.k)) | {self.span - 1})  # window offsets detected
+        self.segments = clip_segments(session.timeline.n_frames, self.span, c.max_clips or 1)
+        self.seg = 0  # the segment whose window is sought
+        self.plan = ResampledSkipPlan(session.timeline)  # .needed: the first frame at which a window may start
+        self.plan.needed = self.segments[0][0]
+        self.clips: list[np.ndarray] = []
+        self.metas: list[ClipMeta] = []
+        self.marks: list[np.ndarray] = []
+
+    def run(self) -> tuple[list[np.ndarray], list[ClipMeta], list[np.ndarray]]:
+        window: _Window | None = None
+        previous = -1  # timeline index of the last frame seen: a window must not have holes
+        decoded = self.session.frames(skip=self.plan)
+        for df in decoded:
+            i = df.index
+            if window is not None and i != previous + 1:
+                # A frame missing inside the window (corrupt packet): its clip would not be T consecutive frames.
+                self.session.stats.drop("decode_gap", previous + 1 - window.start)
+                window, self.plan.needed = None, i
+            previous = i
+            if window is None:
+                if not self._segment_left():
+                    break  # every segment is done: the rest of the video needs no decoding
+                if i < self.plan.needed:
+                    continue
+                window = _Window(i)
+            window = self._add(window, df)
+        decoded.close()  # stopped early when every segment is done: release the decoder now
+        self._keep_the_interviewee()
+        self._count_unused_frames()
+        return self.clips, self.metas, self.marks
+
+    def _segment_left(self) -> bool:
+        """Move on to the first segment that still has room for a window at ``plan.needed``; False when none."""
+        while self.seg < len(self.segments) and self.plan.needed >= self.segments[self.seg][1]:
+            self.seg += 1  # this segment has no usable window left; try the next one from its first frame
+            if self.seg < len(self.segments):
+                self.plan.needed = max(self.plan.needed, self.segments[self.seg][0])
+        return self.seg < len(self.segments)
+
+    def _add(self, window: _Window, df: DecodedFrame) -> _Window | None:
+        """``df`` joins the window (detected at the detection offsets); None once the window is given up or done."""
+        offset = df.index - window.start
         window.frames.append(df)
-        if offset in detect_at:
-            face = session.detect(df, whole_frame=offset == 0)
-            found = face is not None
-            if face is not None and window.faces and not same_face(window.faces[-1][1], face):
-                face = _follow(session, window, offset, face)  # moved briskly, or another face
-            if face is None:
-                session.stats.drop("no_face", offset + (0 if found else 1))
-                # No face here: the next k-1 frames are unlikely to have one. A different face: afresh from it.
-                window, plan.needed = None, i + (0 if found else k)
-                continue
-            window.faces.append((offset, face))
-        if offset == span - 1:  # complete: interpolate, convert and align only the clip's frames
-            frames = window.frames[::stride]
-            lm = _window_landmarks(range(0, span, stride), window.faces)
-            clips.append(session.align(frames, lm))
-            marks.append(lm)
-            metas.append(ClipMeta(first_frame=window.start, last_frame=i, start_time=window.frames[0].time))
-            seg += 1
-            window = None
-            plan.needed = max(i + 1, segments[seg][0]) if seg < len(segments) else i + 1
-    decoded.close()  # stopped early when every segment is done: release the decoder now
-    session.stats.skipped_gops = plan.gops_skipped
-    if len(clips) > 1:  # the interviewee is the most persistent face: drop clips of a face seen only for a while
-        keep = persistent_clips(np.stack(marks))
-        session.stats.drop("other_face", int((~keep).sum()) * span)
-        kept = np.flatnonzero(keep)
-        clips, metas, marks = [clips[j] for j in kept], [metas[j] for j in kept], [marks[j] for j in kept]
-    session.stats.drop("stride", len(clips) * (span - c.clip_length))
-    dropped = session.stats.dropped
-    examined = sum(dropped.get(r, 0) for r in ("no_face", "decode_gap", "other_face"))  # frames of windows
-    session.stats.drop("not_sampled", session.timeline_frames - len(clips) * span - examined)
-    # Never produced: in GOPs skipped because no window needed them, or after every clip was found.
-    session.stats.drop("not_decoded", session.timeline.n_frames - session.timeline_frames)
-    return clips, metas, marks
+        if offset in self.detect_at and not self._detect(window, df, offset):
+            return None
+        if offset == self.span - 1:
+            self._complete(window, df.index)
+            return None
+        return window
+
+    def _detect(self, window: _Window, df: DecodedFrame, offset: int) -> bool:
+        """Detect the interviewee at ``offset``; False (window given up, ``plan.needed`` moved on) without them."""
+        session = self.session
+        face = session.detect(df, whole_frame=offset == 0)
+        found = face is not None
+        if face is not None and window.faces and not same_face(window.faces[-1][1], face):
+            face = _follow(session, window, offset, face)  # moved briskly, or another face
+        if face is None:
+            session.stats.drop("no_face", offset + (0 if found else 1))
+            # No face here: the next k-1 frames are unlikely to have one. A different face: afresh from it.
+            self.plan.needed = df.index + (0 if found else self.k)
+            return False
+        window.faces.append((offset, face))
+        return True
+
+    def _complete(self, window: _Window, last: int) -> None:
+        """The window is complete: interpolate, convert and align only the clip's frames; next segment."""
+        frames = window.frames[:: self.stride]
+        lm = _window_landmarks(range(0, self.span, self.stride), window.faces)
+        self.clips.append(self.session.align(frames, lm))
+        self.marks.append(lm)
+        self.metas.append(ClipMeta(first_frame=window.start, last_frame=last, start_time=window.frames[0].time))
+        self.seg += 1
+        self.plan.needed = max(last + 1, self.segments[self.seg][0]) if self.seg < len(self.segments) else last + 1
+
+    def _keep_the_interviewee(self) -> None:
+        """The interviewee is the most persistent face: drop clips of a face seen only for a while."""
+        if len(self.clips) > 1:
+            keep = persistent_clips(np.stack(self.marks))
+            self.session.stats.drop("other_face", int((~keep).sum()) * self.span)
+            kept = np.flatnonzero(keep)
+            self.clips = [self.clips[j] for j in kept]
+            self.metas = [self.metas[j] for j in kept]
+            self.marks = [self.marks[j] for j in kept]
+
+    def _count_unused_frames(self) -> None:
+        """The quality report's account of every timeline frame that is in no clip."""
+        session, span = self.session, self.span
+        session.stats.skipped_gops = self.plan.gops_skipped
+        session.stats.drop("stride", len(self.clips) * (span - self.config.clip_length))
+        dropped = session.stats.dropped
+        examined = sum(dropped.get(r, 0) for r in ("no_face", "decode_gap", "other_face"))  # frames of windows
+        session.stats.drop("not_sampled", session.timeline_frames - len(self.clips) * span - examined)
+        # Never produced: in GOPs skipped because no window needed them, or after every clip was found.
+        session.stats.drop("not_decoded", session.timeline.n_frames - session.timeline_frames)
 
 
 def _follow(session: _Session, window: _Window, offset: int, face: Face) -> Face | None:
