@@ -34,7 +34,7 @@ from .manifest import SOURCES, SourceVideo, discover, warn_shared_subjects
 from .store import (
     CODECS,
     INFO,
-    MANIFEST,
+    MANIFEST_CSV,
     FaceFile,
     FaceFileWriter,
     StoreError,
@@ -175,7 +175,7 @@ def _write_outputs(result: PrepareResult, by_id: dict[str, SourceVideo], kind: s
         records.append(VideoRecord(video_id=o.video_id, bdi=v.bdi, split=v.split, subject=v.subject,
                                    n_frames=o.n_frames, fps=o.fps, n_faces=o.n_faces,
                                    file=face_file_name(o.video_id)))
-    write_manifest(root / MANIFEST, records)
+    write_manifest(root / MANIFEST_CSV, records)
     synthetic = bool(by_id) and all(v.synthetic for v in by_id.values())
     info: dict[str, Any] = {
         "format": FORMAT,

@@ -53,7 +53,7 @@ from .manifest import shared_subjects
 MAGIC = b"DJFACE01"
 FOOTER = struct.Struct("<QQ8s")
 FACE_SUFFIX = ".djf"
-MANIFEST = "manifest.csv"
+MANIFEST_CSV = "manifest.csv"  # the prepared dataset's video list (not a .mar's MAR-INF/MANIFEST.json)
 INFO = "dataset.json"
 FACES_DIR = "faces"
 MANIFEST_FIELDS = ("video_id", "bdi", "split", "subject", "n_frames", "n_faces", "fps", "file")
@@ -319,9 +319,9 @@ class PreparedDataset:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        manifest = self.root / MANIFEST
+        manifest = self.root / MANIFEST_CSV
         if not manifest.is_file():
-            raise StoreError(f"no {MANIFEST} in the prepared dataset root")
+            raise StoreError(f"no {MANIFEST_CSV} in the prepared dataset root")
         self.videos: list[VideoRecord] = read_manifest(manifest)
         info_path = self.root / INFO
         self.info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {}

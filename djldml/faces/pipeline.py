@@ -85,7 +85,7 @@ class _Stats:
             self.dropped[reason] = self.dropped.get(reason, 0) + n
 
 
-class _Session:
+class _FaceTracker:
     """One video being processed: its probe, deadline, geometry, tracker state and counters."""
 
     def __init__(self, path: str | Path, config: FaceConfig):
@@ -102,7 +102,7 @@ class _Session:
         self.survey = survey(self.path, config, self.info, self.deadline)
         self.info = info = self.survey.apply(self.info)
         self.stats.seconds["survey"] = self.survey.seconds
-        self.s2d = stored_to_display(info.rotation, info.stored_width, info.stored_height, info.hflip)
+        self.display_from_stored = stored_to_display(info.rotation, info.stored_width, info.stored_height, info.hflip)
         self.larger_scale = self.survey.larger_scale  # small faces: detect at the larger scale (orientation.py)
         larger = FrameConverter(info.rotation, larger_width(config, info), info.hflip)
         normal = FrameConverter(info.rotation, config.detect_width, info.hflip)
@@ -157,10 +157,10 @@ class _Session:
         face = None
         full = whole_frame or self.previous is None or self._since_full + 1 >= self.config.full_detect_every
         if not full and self.previous is not None:  # (not full implies a previous face)
-            face = self._near(bgr, sx, sy, self.previous)
+            face = self._detect_near(bgr, sx, sy, self.previous)
             self._since_full += 1
         if face is None:
-            face = self._whole(bgr, sx, sy)
+            face = self._detect_whole_frame(bgr, sx, sy)
             self._since_full = 0
             if face is None and self._larger is not None:
                 face = self._search_larger(df)
@@ -172,19 +172,19 @@ class _Session:
         self.stats.seconds["detect"] += time.perf_counter() - t
         return face
 
-    def _near(self, bgr: np.ndarray, sx: float, sy: float, around: Face) -> Face | None:
+    def _detect_near(self, bgr: np.ndarray, sx: float, sy: float, around: Face) -> Face | None:
         self.stats.crop_detections += 1
         faces = detect_near(bgr, sx, sy, around, self.config, self.info.height)
         return choose_face(faces, around)
 
-    def _whole(self, bgr: np.ndarray, sx: float, sy: float) -> Face | None:
+    def _detect_whole_frame(self, bgr: np.ndarray, sx: float, sy: float) -> Face | None:
         if not self.larger_scale:  # a face that needs the larger scale is too small for a half-scale look
             h, w = bgr.shape[:2]
             coarse = cv2.resize(bgr, (max(2, w // 2), max(2, h // 2)), interpolation=cv2.INTER_AREA)
             cx, cy = sx * w / coarse.shape[1], sy * h / coarse.shape[0]
             found = choose_face(self._locate(coarse, cx, cy), self.previous)
             if found is not None:
-                face = self._near(bgr, sx, sy, found)
+                face = self._detect_near(bgr, sx, sy, found)
                 if face is not None:
                     return face
         return self._refined(bgr, sx, sy, choose_face(self._locate(bgr, sx, sy), self.previous))
@@ -197,7 +197,7 @@ class _Session:
         at its best size (detect.NEAR_SQUARE_PX), as everywhere else; None when it is under the size floor."""
         if found is None:
             return None
-        face = self._near(bgr, sx, sy, found)
+        face = self._detect_near(bgr, sx, sy, found)
         if face is None and large_enough(found, self.config, self.info.height):
             return found
         return face
@@ -221,13 +221,13 @@ class _Session:
         t = time.perf_counter()
         size = self.config.face_size
         faces = np.zeros((len(frames), size, size, 3), np.uint8)
-        matrices = alignment_matrices(landmarks, size, self.s2d)
+        matrices = alignment_matrices(landmarks, size, self.display_from_stored)
         for j, df in enumerate(frames):
             fw, fh = df.frame.width, df.frame.height
             m = matrices[j]
             if (fw, fh) != (self.info.stored_width, self.info.stored_height):  # size changed mid-stream
-                s2d = stored_to_display(self.info.rotation, fw, fh, self.info.hflip)
-                m = alignment_matrices(landmarks[j : j + 1], size, s2d)[0]
+                display_from_stored = stored_to_display(self.info.rotation, fw, fh, self.info.hflip)
+                m = alignment_matrices(landmarks[j : j + 1], size, display_from_stored)[0]
             x0, y0, x1, y1 = source_region(m, size, fw, fh)
             if x1 > x0 and y1 > y0:  # else the face lies outside the frame: black, as the warp's border
                 faces[j] = warp(self.converter.rgb_region(df.frame, x0, y0, x1, y1), shifted(m, x0, y0), size)
@@ -307,13 +307,13 @@ class _Session:
 
 
 def _detect_each(
-    session: _Session, start: Face | None, frames: list[DecodedFrame]
+    session: _FaceTracker, start: Face | None, frames: list[DecodedFrame]
 ) -> list[Face | None]:
     """Run the detector on each of ``frames`` in turn, following the face from ``start``.
 
     What both modes do between two detections that do not continue each other (the face moved fast, appeared,
     vanished, or another face took over): look at every frame rather than guess. Each search starts on a
-    square around the face of the frame before (:meth:`_Session.detect`), so a face that moves briskly is
+    square around the face of the frame before (:meth:`_FaceTracker.detect`), so a face that moves briskly is
     followed frame by frame; an empty square falls back to the whole frame.
     """
     session.previous = start
@@ -330,7 +330,7 @@ def _one_face(chain: list[Face | None]) -> list[Face] | None:
 # --- dense: every frame ----------------------------------------------------------------------------------------
 
 
-def _dense_landmarks(session: _Session) -> Iterator[tuple[DecodedFrame, np.ndarray | None]]:
+def _dense_landmarks(session: _FaceTracker) -> Iterator[tuple[DecodedFrame, np.ndarray | None]]:
     """Every frame of the timeline with the interviewee's landmarks (None: no face), detecting every k-th frame.
 
     Each detection is smoothed with its two neighbours (:func:`_smoothed`), so a detection is emitted, with the
@@ -361,7 +361,7 @@ def _dense_landmarks(session: _Session) -> Iterator[tuple[DecodedFrame, np.ndarr
 _INTERPOLATE = object()  # in a gap: the frame's landmarks lie between the (smoothed) detections around it
 
 
-def _resolve(session: _Session, a: Face | None, b: Face | None, between: list[DecodedFrame]
+def _resolve(session: _FaceTracker, a: Face | None, b: Face | None, between: list[DecodedFrame]
              ) -> list[tuple[DecodedFrame, object]]:
     """What the frames strictly between two detections ``a`` and ``b`` get: interpolation between them when
     they are one face, else each frame's own detection (landmarks or None)."""
@@ -416,7 +416,7 @@ class AlignedFrames:
     """
 
     def __init__(self, path: str | Path, config: FaceConfig = FaceConfig()):
-        self.session = _Session(path, config)
+        self.session = _FaceTracker(path, config)
         self.info = self.session.info
         self.report: QualityReport | None = None
         self._iter = self._run()
@@ -524,7 +524,7 @@ class _Window:
     faces: list[tuple[int, Face]] = field(default_factory=list)  # (offset, detection), by offset
 
 
-def _sampled_clips(session: _Session) -> tuple[list[np.ndarray], list[ClipMeta], list[np.ndarray]]:
+def _sampled_clips(session: _FaceTracker) -> tuple[list[np.ndarray], list[ClipMeta], list[np.ndarray]]:
     """The sampled mode's clips, their metadata and landmarks (see :class:`_SampledClips`)."""
     return _SampledClips(session).run()
 
@@ -534,7 +534,7 @@ class _SampledClips:
     the first window of ``clip_span`` consecutive frames in it with the interviewee throughout. Frames stream by
     once; GOPs before the next frame a window may start at are not decoded (``plan.needed``)."""
 
-    def __init__(self, session: _Session):
+    def __init__(self, session: _FaceTracker):
         c = self.config = session.config
         self.session = session
         self.span, self.stride, self.k = c.clip_span, c.temporal_stride, c.detect_every
@@ -636,7 +636,7 @@ class _SampledClips:
         session.stats.drop("not_decoded", session.timeline.n_frames - session.timeline_frames)
 
 
-def _follow(session: _Session, window: _Window, offset: int, face: Face) -> Face | None:
+def _follow(session: _FaceTracker, window: _Window, offset: int, face: Face) -> Face | None:
     """``face`` at ``offset`` does not continue the window's last detection: detect every frame in between, as
     the dense mode does, and keep the window only if one face is followed throughout. Returns the face at
     ``offset`` (re-detected while following) or None; the in-between detections join ``window.faces``."""
@@ -699,7 +699,7 @@ def extract_face_clips_with_landmarks(
         report = stream.report
         faces_seen = stream.frames.session.stats.faces_seen
     else:
-        session = _Session(path, config)
+        session = _FaceTracker(path, config)
         clips, metas, marks = _sampled_clips(session)
         report = session.report(clips_made=len(clips), frames_with_face=len(clips) * config.clip_length, mode="sampled")
         faces_seen = session.stats.faces_seen

@@ -15,8 +15,6 @@ from djldml.model_card import ModelCard
 
 from .base import ModelInfo
 
-MANIFEST = archives.MANIFEST
-
 
 def info_from_card(card: ModelCard, sha256: str = "", archive: str = "") -> ModelInfo:
     """What ``GET /models`` and every result say about a model, from its card."""
