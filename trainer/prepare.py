@@ -30,19 +30,9 @@ from djldml.faces import FaceConfig, iter_aligned_frames
 from djldml.faces.provenance import preprocessing
 from djldml.openmp import openmp_threads
 
+from .face_file import CODECS, FaceFile, FaceFileWriter, StoreError
 from .manifest import SOURCES, SourceVideo, discover, warn_shared_subjects
-from .store import (
-    CODECS,
-    INFO,
-    MANIFEST_CSV,
-    FaceFile,
-    FaceFileWriter,
-    StoreError,
-    VideoRecord,
-    face_file_name,
-    valid_clip_starts,
-    write_manifest,
-)
+from .store import INFO, MANIFEST_CSV, VideoRecord, face_file_name, valid_clip_starts, write_manifest
 
 FORMAT = "djldml-prepared/1"
 REPORT = "prepare_report.json"
