@@ -24,7 +24,7 @@ from djldml.clips import clips_to_bytes, validate_clips
 from djldml.errors import ModelError
 from djldml.model_card import ModelCard
 
-from .archive import info_from_card, open_archive
+from .archive import open_archive
 from .base import BackendUnavailable, ModelInfo
 
 #: TorchServe's default max_request_size; raise both together (docker/config.properties and this setting).
@@ -169,7 +169,7 @@ class TorchServeBackend:
         except (httpx.HTTPError, ValueError, IndexError) as exc:
             raise BackendUnavailable(f"cannot describe model {self.model_name} ({exc.__class__.__name__})") from None
         try:
-            return info_from_card(ModelCard.from_dict(card))
+            return ModelInfo.from_card(ModelCard.from_dict(card))
         except ModelError as exc:
             raise BackendUnavailable(f"model {self.model_name} describes itself badly ({exc.message})") from None
 
