@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+import tenacity
+
 
 class JobState(StrEnum):
     """A job's status, the one list of them (the API's ``status`` field is this enum): queued → preprocessing →
@@ -271,16 +273,19 @@ return 0
         self._drop_lease = self.r.register_script(self._DROP_LEASE_LUA)
 
     def _call(self, fn, *args, **kwargs):
-        deadline, delay = time.monotonic() + self.patience_s, 0.2
-        while True:
-            try:
-                return fn(*args, **kwargs)
-            except self._redis_errors as exc:
-                if time.monotonic() + delay > deadline:
-                    raise StoreUnavailable(f"job store unreachable: {exc.__class__.__name__}") from None
-                log.warning("job store unreachable (%s); retrying in %.1f s", exc.__class__.__name__, delay)
-                time.sleep(delay)
-                delay = min(2.0, delay * 2)
+        """``fn(*args, **kwargs)``; a Redis error is retried after 0.2, 0.4, … 2 s (tenacity) while the next try
+        still falls within ``patience_s``, then becomes StoreUnavailable."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(self._redis_errors),
+            wait=tenacity.wait_exponential(multiplier=0.2, max=2.0),
+            stop=tenacity.stop_before_delay(self.patience_s),
+            before_sleep=lambda state: log.warning(
+                "job store unreachable (%s); retrying in %.1f s", _failure(state), state.upcoming_sleep),
+        )
+        try:
+            return retrying(fn, *args, **kwargs)
+        except tenacity.RetryError as exc:
+            raise StoreUnavailable(f"job store unreachable: {_failure(exc.last_attempt)}") from None
 
     def create(self, job: Job) -> None:
         def tx():
@@ -376,3 +381,9 @@ return 0
             return True, ""
         except Exception as exc:  # any failure means not ready; the reason is for the operator
             return False, f"redis unreachable: {exc.__class__.__name__}"
+
+
+def _failure(attempt: tenacity.RetryCallState | tenacity.Future) -> str:
+    """The class name of what a failed attempt raised (never its message: it may hold keys or hosts)."""
+    outcome = attempt.outcome if isinstance(attempt, tenacity.RetryCallState) else attempt
+    return outcome.exception().__class__.__name__ if outcome is not None else "unknown"
