@@ -228,7 +228,8 @@ class RedisJobStore:
     # One atomic step (Redis runs a script alone): prune the owner's set of ids that are neither an unfinished
     # job nor a live reservation, count the rest, and — when ARGV[1] is a job id and the count is under the
     # limit — add the reservation. Returns the count before adding. (Keys besides KEYS[1] are derived in the
-    # script: fine on one Redis server, which is what the service uses; not for Redis Cluster.)
+    # script: fine on one Redis server, which is what the service uses; not for Redis Cluster.) ARGV[6], ARGV[7]:
+    # the terminal states (JobState), so the script holds no copy of them.
     _RESERVE_LUA = """
 local n = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -236,7 +237,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local alive
   if raw then
     local st = cjson.decode(raw)['status']
-    alive = st ~= 'done' and st ~= 'failed'
+    alive = st ~= ARGV[6] and st ~= ARGV[7]
   else
     alive = redis.call('EXISTS', ARGV[5] .. id) == 1
   end
@@ -333,7 +334,7 @@ return 0
 
     def _run_reserve(self, owner: str, job_id: str, limit: int) -> int:
         return int(self._call(self._reserve, keys=[self.ACTIVE + owner],
-                              args=[job_id, limit, self.ttl_s, self.PREFIX, self.RESERVED]))
+                              args=[job_id, limit, self.ttl_s, self.PREFIX, self.RESERVED, DONE, FAILED]))
 
     def reserve(self, owner: str, job_id: str, limit: int) -> bool:
         return self._run_reserve(owner, job_id, limit) < limit
