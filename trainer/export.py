@@ -8,7 +8,7 @@ The archive holds
 - ``model_card.json``: name, version, synthetic flag, net/training config, metrics, data description;
 - ``model-config.yaml``: TorchServe's batching (batchSize, maxBatchDelay) and the handler's knobs.
 
-The archive's own sha256 cannot be inside it: readers compute it (service.model_archive).
+The archive's own sha256 cannot be inside it: readers compute it (djldml.model_archive).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Clips are sent in requests that stay under TorchServe's ``max_request_size`` (``max_request_bytes`` here must
 not exceed it; default = TorchServe's default, 6,553,500 bytes ≈ 10 clips), several at once so that
 TorchServe's batching can run them together. Body and answer are the handler's wire format
-(service/torchserve_handler.py). Failures map onto two errors:
+(djldml/serving/handler.py). Failures map onto two errors:
 - ``BackendUnavailable`` (retry later): connection refused/reset, timeout, 5xx (503 no worker, 507 out of
   memory), 404 model not registered, or an auth failure (a deployment fault, not the caller's);
 - ``ModelError`` (do not retry): the handler rejected the clips (400 with its JSON error), or 413.
