@@ -208,6 +208,12 @@ class MemoryJobStore:
         return True, ""
 
 
+def _failure(attempt: tenacity.RetryCallState | tenacity.Future) -> str:
+    """The class name of what a failed attempt raised (never its message: it may hold keys or hosts)."""
+    outcome = attempt.outcome if isinstance(attempt, tenacity.RetryCallState) else attempt
+    return outcome.exception().__class__.__name__ if outcome is not None else "unknown"
+
+
 class RedisJobStore:
     """Full stack: one Redis key per job (JSON, with TTL), a set of unfinished job ids per owner.
 
@@ -383,8 +389,3 @@ return 0
         except Exception as exc:  # any failure means not ready; the reason is for the operator
             return False, f"redis unreachable: {exc.__class__.__name__}"
 
-
-def _failure(attempt: tenacity.RetryCallState | tenacity.Future) -> str:
-    """The class name of what a failed attempt raised (never its message: it may hold keys or hosts)."""
-    outcome = attempt.outcome if isinstance(attempt, tenacity.RetryCallState) else attempt
-    return outcome.exception().__class__.__name__ if outcome is not None else "unknown"
