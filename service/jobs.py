@@ -388,4 +388,3 @@ return 0
             return True, ""
         except Exception as exc:  # any failure means not ready; the reason is for the operator
             return False, f"redis unreachable: {exc.__class__.__name__}"
-
