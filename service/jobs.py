@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Protocol
 
+import tenacity
+
 
 class JobState(StrEnum):
     """A job's status, the one list of them (the API's ``status`` field is this enum): queued → preprocessing →
@@ -265,6 +267,12 @@ class MemoryJobStore:
             self._previews.pop(job_id, None)
 
 
+def _failure(attempt: tenacity.RetryCallState | tenacity.Future) -> str:
+    """The class name of what a failed attempt raised (never its message: it may hold keys or hosts)."""
+    outcome = attempt.outcome if isinstance(attempt, tenacity.RetryCallState) else attempt
+    return outcome.exception().__class__.__name__ if outcome is not None else "unknown"
+
+
 class RedisJobStore:
     """Full stack: one Redis key per job (JSON, with TTL), a set of unfinished job ids per owner.
 
@@ -287,7 +295,8 @@ class RedisJobStore:
     # One atomic step (Redis runs a script alone): prune the owner's set of ids that are neither an unfinished
     # job nor a live reservation, count the rest, and — when ARGV[1] is a job id and the count is under the
     # limit — add the reservation. Returns the count before adding. (Keys besides KEYS[1] are derived in the
-    # script: fine on one Redis server, which is what the service uses; not for Redis Cluster.)
+    # script: fine on one Redis server, which is what the service uses; not for Redis Cluster.) ARGV[6], ARGV[7]:
+    # the terminal states (JobState), so the script holds no copy of them.
     _RESERVE_LUA = """
 local n = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -295,7 +304,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local alive
   if raw then
     local st = cjson.decode(raw)['status']
-    alive = st ~= 'done' and st ~= 'failed'
+    alive = st ~= ARGV[6] and st ~= ARGV[7]
   else
     alive = redis.call('EXISTS', ARGV[5] .. id) == 1
   end
@@ -340,16 +349,19 @@ return 0
         self._claim_key = self.r.register_script(self._CLAIM_KEY_LUA)
 
     def _call(self, fn, *args, **kwargs):
-        deadline, delay = time.monotonic() + self.patience_s, 0.2
-        while True:
-            try:
-                return fn(*args, **kwargs)
-            except self._redis_errors as exc:
-                if time.monotonic() + delay > deadline:
-                    raise StoreUnavailable(f"job store unreachable: {exc.__class__.__name__}") from None
-                log.warning("job store unreachable (%s); retrying in %.1f s", exc.__class__.__name__, delay)
-                time.sleep(delay)
-                delay = min(2.0, delay * 2)
+        """``fn(*args, **kwargs)``; a Redis error is retried after 0.2, 0.4, … 2 s (tenacity) while the next try
+        still falls within ``patience_s``, then becomes StoreUnavailable."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(self._redis_errors),
+            wait=tenacity.wait_exponential(multiplier=0.2, max=2.0),
+            stop=tenacity.stop_before_delay(self.patience_s),
+            before_sleep=lambda state: log.warning(
+                "job store unreachable (%s); retrying in %.1f s", _failure(state), state.upcoming_sleep),
+        )
+        try:
+            return retrying(fn, *args, **kwargs)
+        except tenacity.RetryError as exc:
+            raise StoreUnavailable(f"job store unreachable: {_failure(exc.last_attempt)}") from None
 
     def create(self, job: Job) -> None:
         def tx():
@@ -400,7 +412,7 @@ return 0
 
     def _run_reserve(self, owner: str, job_id: str, limit: int) -> int:
         return int(self._call(self._reserve, keys=[self.ACTIVE + owner],
-                              args=[job_id, limit, self.ttl_s, self.PREFIX, self.RESERVED]))
+                              args=[job_id, limit, self.ttl_s, self.PREFIX, self.RESERVED, DONE, FAILED]))
 
     def reserve(self, owner: str, job_id: str, limit: int) -> bool:
         return self._run_reserve(owner, job_id, limit) < limit

@@ -18,6 +18,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import tenacity
 
 from djldml.errors import DJLDMLError
 from djldml.faces import FaceConfig, extract_face_clips
@@ -170,18 +171,18 @@ def _record(store: JobStore, status: str, code: str | None, timings: dict[str, f
 
 
 def _infer_with_retries(backend: InferenceBackend, clips: np.ndarray, settings: Settings) -> np.ndarray:
-    """Bounded retries with doubling delay while the backend is briefly unavailable (restart, overload)."""
-    delay = settings.backend_retry_delay_s
-    for attempt in range(settings.backend_retries + 1):
-        try:
-            return backend.clip_distributions(clips)
-        except BackendUnavailable:
-            if attempt == settings.backend_retries:
-                raise
-            log.warning("backend unavailable, retry %d/%d in %.1f s", attempt + 1, settings.backend_retries, delay)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")  # pragma: no cover
+    """Bounded retries with doubling delay (tenacity) while the backend is briefly unavailable (restart,
+    overload): ``backend_retries`` more tries after ``backend_retry_delay_s``, twice that, …; then the last
+    BackendUnavailable is raised."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(BackendUnavailable),
+        wait=tenacity.wait_exponential(multiplier=settings.backend_retry_delay_s),
+        stop=tenacity.stop_after_attempt(settings.backend_retries + 1),
+        reraise=True,
+        before_sleep=lambda state: log.warning("backend unavailable, retry %d/%d in %.1f s", state.attempt_number,
+                                               settings.backend_retries, state.upcoming_sleep),
+    )
+    return retrying(backend.clip_distributions, clips)
 
 
 def build_result(job_id: str, prediction: dict[str, Any], quality, model: dict[str, Any],

@@ -23,6 +23,8 @@ from .jobs import FAILED, Job, StoreUnavailable
 from .lease import run_leased
 from .processing import run_job
 from .settings import get_settings
+from .storage import UnsafeUploadDir
+from .wiring import build_backend_or_unavailable, build_storage, build_store
 
 log = logging.getLogger("service.tasks")
 
@@ -31,8 +33,6 @@ STORE_RETRIES = 5
 
 @lru_cache(maxsize=1)
 def _components():
-    from .wiring import build_backend_or_unavailable, build_storage, build_store
-
     s = get_settings()
     return build_store(s, worker=True), build_backend_or_unavailable(s), build_storage(s), s
 
@@ -40,9 +40,6 @@ def _components():
 @worker_init.connect
 def _refuse_an_unsafe_upload_dir(**_) -> None:
     """A worker whose upload directory is not private stops at start-up (exit 2), not at every job."""
-    from .storage import UnsafeUploadDir
-    from .wiring import build_storage
-
     try:
         build_storage(get_settings())
     except UnsafeUploadDir as exc:

@@ -8,7 +8,7 @@ The archive holds
 - ``model_card.json``: name, version, synthetic flag, net/training config, metrics, data description;
 - ``model-config.yaml``: TorchServe's batching (batchSize, maxBatchDelay) and the handler's knobs.
 
-The archive's own sha256 cannot be inside it: readers compute it (service.model_archive).
+The archive's own sha256 cannot be inside it: readers compute it (djldml.model_archive).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from djldml.atomic import atomic_path
 from djldml.faces.provenance import selection
@@ -52,8 +53,9 @@ CLIP_BATCH = 16  # clips per network forward in the handler (model-config.yaml h
 def model_config_yaml(batch_size: int = BATCH_SIZE, max_batch_delay_ms: int = MAX_BATCH_DELAY_MS,
                       clip_batch: int = CLIP_BATCH, amp: bool = False) -> str:
     """TorchServe's per-model config (packed as model-config.yaml); ``handler:`` is read by our handler."""
-    return (f"batchSize: {batch_size}\nmaxBatchDelay: {max_batch_delay_ms}\nresponseTimeout: {RESPONSE_TIMEOUT_S}\n"
-            f"handler:\n  clip_batch: {clip_batch}\n  amp: {'true' if amp else 'false'}\n")
+    config = {"batchSize": batch_size, "maxBatchDelay": max_batch_delay_ms, "responseTimeout": RESPONSE_TIMEOUT_S,
+              "handler": {"clip_batch": clip_batch, "amp": amp}}
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 # ---------------------------------------------------------------------------------------------- sources
