@@ -40,7 +40,7 @@ import av
 import httpx
 import numpy as np
 
-from service.stack import LocalStack
+from devstack import LocalStack
 
 DEMO_MAR = Path("model_store/djldml-demo.mar")
 

@@ -22,7 +22,7 @@ from .model_card import CARD_FILENAME, ModelCard, file_sha256
 from .model_file import MODEL_FILENAME, load_model
 from .network import DJLDMLNet
 
-MANIFEST = "MAR-INF/MANIFEST.json"
+MAR_MANIFEST = "MAR-INF/MANIFEST.json"  # the archiver's manifest (not a dataset's manifest.csv)
 
 
 @dataclass
@@ -57,7 +57,7 @@ def open_archive(path: str | Path) -> ModelArchive:
             if missing:
                 raise ModelError(f"{path.name} lacks {', '.join(missing)}: not a djldml archive")
             card = ModelCard.from_json(z.read(CARD_FILENAME))
-            manifest = json.loads(z.read(MANIFEST)) if MANIFEST in names else {}
+            manifest = json.loads(z.read(MAR_MANIFEST)) if MAR_MANIFEST in names else {}
             config_name = manifest.get("model", {}).get("configFile")
             config = yaml.safe_load(z.read(config_name)) if config_name in names else {}
     except zipfile.BadZipFile:

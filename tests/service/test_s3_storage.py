@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from devstack import free_port
 from service import app as app_module
 from service import processing, s3_storage, wiring
 from service.jobs import DONE, Job, MemoryJobStore
 from service.s3_storage import MIN_PART_BYTES, S3UploadStorage
 from service.settings import Settings
-from service.stack import free_port
 from service.storage import StorageUnavailable
 from service.sweeper import sweep
 from tests.media import carphone_path
@@ -149,9 +149,9 @@ def test_a_refused_upload_leaves_nothing_in_the_store(s3_client, tmp_path):
 @pytest.mark.integration
 def test_a_job_through_the_full_stack_with_the_object_store(model_store, videos):
     """Redis + Celery worker (in-process backend) + gateway, uploads through rclone serve s3; the worker has its
-    own upload directory (service.stack gives it one with an object store), so the object store is the only way
+    own upload directory (devstack gives it one with an object store), so the object store is the only way
     the video reaches it."""
-    from service.stack import LocalStack
+    from devstack import LocalStack
 
     stack = LocalStack(model_store, MODEL_NAME, extra_env=SERVICE_ENV, torchserve=False, object_store=True)
     for svc in serve_stack(stack):
