@@ -9,11 +9,11 @@ and ``trainer evaluate`` alike. Two methods (docs/training.md, "Calibration", ha
   probabilities rather than the logits because the video distribution is a mixture). T < 1 sharpens, T > 1
   widens; the score, std, interval and band probabilities all follow from p_T. T minimises the negative
   log-likelihood of the development scores.
-- ``gaussian``: the video distribution becomes the discrete Gaussian label distribution (djldml.labels,
-  the LDL target's shape) centred at the model's score, with σ fitted by maximum likelihood on the development
-  scores: the model's point score is kept (up to the truncation of the Gaussian at 0 and 63, which moves the
-  expectation of scores near the ends inwards), and the spread is what the development errors say, not what the
-  network's distribution head says.
+- ``gaussian``: the video distribution becomes a discrete Gaussian over the 64 scores, p(k) ∝ exp(−(k−c)²/2σ²),
+  whose centre c is chosen so that its expectation is the model's score (:func:`score_gaussian`; near the ends of
+  the scale c lies beyond the score, as the scale truncates the Gaussian), with σ fitted by maximum likelihood on
+  the development scores: the point score is kept exactly, and the spread is what the development errors say,
+  not what the network's distribution head says.
 - ``conformal``: split-conformal widening (Lei et al. 2018, "Distribution-free predictive inference for
   regression"): the interval is [score − q, score + q] on the integer scale, q the ⌈(n+1)·mass⌉-th smallest
   absolute error of the n development videos. The distribution (and so the band probabilities) is unchanged.
@@ -91,7 +91,7 @@ class Calibration:
     def distribution(self, video: np.ndarray) -> np.ndarray:
         """The calibrated video distribution (float64 [64], sums to 1); unchanged for ``conformal``."""
         if self.method == "gaussian":
-            return np.asarray(labels.label_distribution(float(labels.expectation(video)), self.sigma), np.float64)
+            return score_gaussian(float(labels.expectation(video)), self.sigma)
         if self.method != "temperature" or self.temperature == 1.0:
             return video
         return temper(video, self.temperature)
@@ -114,6 +114,28 @@ def temper(p: np.ndarray, temperature: float) -> np.ndarray:
     p = np.asarray(p, np.float64)
     q = np.power(p / p.max(axis=-1, keepdims=True), 1.0 / temperature)
     return q / q.sum(axis=-1, keepdims=True)
+
+
+def _gaussian(centre: np.ndarray, sigma: float) -> np.ndarray:
+    """p(k) ∝ exp(−(k − c)²/2σ²) over the 64 scores for each centre c (float64 [..., 64]; c not clamped)."""
+    z = -((labels.SCORES - np.asarray(centre, np.float64)[..., None]) ** 2) / (2.0 * sigma**2)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def score_gaussian(score, sigma: float) -> np.ndarray:
+    """The discrete Gaussian of width ``sigma`` whose expectation equals ``score`` (float or float [n] → float64
+    [..., 64]). The expectation grows monotonically with the centre, so the centre is found by bisection (80
+    halvings of a range of 63 + 2·(100σ + 100) points: below float64 resolution). A score within about 0.05 of
+    either end needs a centre beyond that range at σ ≳ 12; its expectation then stops short by < 0.1 point."""
+    s = np.clip(np.asarray(score, np.float64), labels.MIN_SCORE + 1e-9, labels.MAX_SCORE - 1e-9)
+    lo = np.full(s.shape, labels.MIN_SCORE - 100.0 * sigma - 100.0)
+    hi = np.full(s.shape, labels.MAX_SCORE + 100.0 * sigma + 100.0)
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        below = labels.expectation(_gaussian(mid, sigma)) < s
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return _gaussian(0.5 * (lo + hi), sigma)
 
 
 def calibration_of(card_inference: dict[str, Any] | None) -> Calibration | None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from djldml import labels
-from djldml.calibration import METHODS, Calibration, temper
+from djldml.calibration import METHODS, Calibration, score_gaussian, temper
 from djldml.errors import ModelError
 from djldml.prediction import DEFAULT_INTERVAL_MASS
 
@@ -49,14 +49,14 @@ def fit_temperature(distributions: np.ndarray, true) -> float:
 
 
 #: σ grid of the Gaussian method, BDI-II points
-SIGMA_GRID = np.exp(np.linspace(np.log(0.5), np.log(40.0), 1601))
+SIGMA_GRID = np.exp(np.linspace(np.log(0.5), np.log(40.0), 401))
 
 
 def fit_sigma(scores, true) -> float:
-    """σ maximising the likelihood of the true scores under the discrete Gaussian label distribution centred at
-    each predicted score (grid search over :data:`SIGMA_GRID`; about the RMS error away from the scale's ends)."""
+    """σ maximising the likelihood of the true scores under djldml.calibration.score_gaussian of each predicted
+    score (grid search over :data:`SIGMA_GRID`; about the RMS error away from the scale's ends)."""
     s = np.asarray(scores, np.float64)
-    losses = [nll(labels.label_distribution(s, sigma), true) for sigma in SIGMA_GRID]
+    losses = [nll(score_gaussian(s, sigma), true) for sigma in SIGMA_GRID]
     return float(SIGMA_GRID[int(np.argmin(losses))])
 
 

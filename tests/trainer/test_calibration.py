@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from djldml import labels
-from djldml.calibration import Calibration, calibration_of, temper
+from djldml.calibration import Calibration, calibration_of, score_gaussian, temper
 from djldml.errors import ModelError
 from djldml.model_card import ModelCard
 from djldml.prediction import predict_video
@@ -67,8 +67,13 @@ def test_gaussian_replaces_the_spread_around_the_score():
     flat = np.full(64, 1 / 64) * 0.5 + labels.label_distribution(40.0, 1.0) * 0.5  # broad, with a mode
     raw = predict_video(flat[None])
     p = predict_video(flat[None], calibration=Calibration("gaussian", sigma=3.0))
-    np.testing.assert_allclose(p.distribution, labels.label_distribution(raw.score, 3.0))
-    assert p.score == pytest.approx(raw.score, abs=0.05) and p.std == pytest.approx(3.0, abs=0.05)
+    np.testing.assert_allclose(p.distribution, score_gaussian(raw.score, 3.0))
+    assert p.score == pytest.approx(raw.score, abs=1e-9) and p.std == pytest.approx(3.0, abs=0.05)
+    # the point score is kept exactly, also near the ends of the scale where the Gaussian is truncated
+    scores = np.array([0.3, 1.0, 2.8, 31.5, 61.0, 62.7])
+    for sigma in (1.0, 4.0, 12.0):
+        np.testing.assert_allclose(labels.expectation(score_gaussian(scores, sigma)), scores, atol=1e-9)
+    assert labels.std(score_gaussian(30.0, 4.0)) == pytest.approx(4.0, abs=1e-6)
 
 
 def test_records_round_trip_and_malformed_ones_refuse_the_card():
