@@ -381,8 +381,9 @@ def uncertainty_lines(u: dict[str, Any] | None) -> list[str]:
     cal = u.get("calibration")
     what = "no calibration"
     if cal:
-        value = {"temperature": f"T={cal.get('temperature')}", "gaussian": f"σ={cal.get('sigma')}",
-                 "conformal": f"±{cal.get('half_width')}"}[cal["method"]]
+        key, sign = {"temperature": ("temperature", "T="), "gaussian": ("sigma", "σ="),
+                     "conformal": ("half_width", "±")}[cal["method"]]
+        value = sign + ("∞" if cal.get(key) is None else f"{cal[key]:.3g}")
         what = f"calibration: {cal['method']} {value} (fitted on {cal['fitted_on'].get('split', '?')})"
     lines = [f"{int(u['before']['interval_mass'] * 100)}% interval ({what}):"]
     for when in ("before", "after"):

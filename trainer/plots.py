@@ -69,7 +69,7 @@ def reliability(uncertainty: dict, path: Path) -> str:
     """Reliability diagram of the severity-band probabilities (trainer/uncertainty.py ``reliability_bins``),
     uncalibrated and calibrated when both are there; returns the file name."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot((0, 1), (0, 1), color="grey", lw=1, label="calibrated")
+    ax.plot((0, 1), (0, 1), color="grey", lw=1, label="perfectly calibrated")
     for when, style in (("before", "o--"), ("after", "s-")):
         if when in uncertainty:
             bins = uncertainty[when]["reliability"]
