@@ -169,7 +169,7 @@ def point_metrics(true, predicted) -> dict[str, Any]:
     t, p = np.asarray(true, np.float64), np.asarray(predicted, np.float64)
     err = p - t
     r = None
-    if len(t) > 1 and t.std() > 0 and p.std() > 0:
+    if len(t) > 1 and np.ptp(t) > 0 and np.ptp(p) > 0:  # ptp, not std: a constant float array can have std 1e-15
         r = float(np.corrcoef(t, p)[0, 1])
     return {"mae": float(np.abs(err).mean()) if len(t) else math.nan,
             "rmse": float(np.sqrt((err**2).mean())) if len(t) else math.nan, "pearson_r": r, "n": int(len(t))}
