@@ -101,9 +101,9 @@ class Calibration:
         if self.method == "conformal" and mass == self.interval_mass:
             if math.isinf(self.half_width):
                 return labels.MIN_SCORE, labels.MAX_SCORE
-            lo = max(labels.MIN_SCORE, math.ceil(score - self.half_width - 1e-9))
-            hi = min(labels.MAX_SCORE, math.floor(score + self.half_width + 1e-9))
-            return int(lo), int(max(lo, hi))
+            low = max(labels.MIN_SCORE, math.ceil(score - self.half_width - 1e-9))
+            high = min(labels.MAX_SCORE, math.floor(score + self.half_width + 1e-9))
+            return int(low), int(max(low, high))
         lo, hi = labels.central_interval(distribution, mass)
         return int(lo), int(hi)
 

@@ -20,7 +20,7 @@ NUM_BINS = MAX_SCORE - MIN_SCORE + 1  # 64 bins, one per integer score
 #: The scores 0..63 as floats, the support of every label distribution.
 SCORES = np.arange(MIN_SCORE, MAX_SCORE + 1, dtype=np.float64)
 
-#: Default σ of the Gaussian label distribution (METHOD.md §2; deep-LDL practice for ages).
+#: Default σ of the Gaussian label distribution (docs/method.md §2; deep-LDL practice for ages).
 DEFAULT_SIGMA = 2.0
 
 
@@ -138,7 +138,7 @@ def band_probabilities(dist):
 def bhattacharyya_overlap(p, q):
     """Σ_k sqrt(p_k q_k) over the last axis: 1 for equal distributions, 0 for disjoint ones.
 
-    Used as the pair weight of the label-aware histogram loss (METHOD.md §3).
+    Used as the pair weight of the label-aware histogram loss (docs/method.md §3).
     """
     if _is_tensor(p):
         return (p.clamp_min(0) * q.clamp_min(0)).sqrt().sum(-1)

@@ -115,6 +115,7 @@ class DJLDMLNet(nn.Module):
         out = self.forward(x)
         if out.logits is not None:
             return torch.softmax(out.logits.float(), dim=1)
+        assert out.score is not None  # a regression head always gives a score
         return labels.point_distribution(out.score.float())
 
 

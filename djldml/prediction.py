@@ -75,7 +75,8 @@ def predict_video(
     if calibration is not None:
         lo, hi = calibration.interval(video, score, interval_mass)
     else:
-        lo, hi = labels.central_interval(video, interval_mass)
+        lo_hi = labels.central_interval(video, interval_mass)
+        lo, hi = int(lo_hi[0]), int(lo_hi[1])
     bands = labels.band_probabilities(video)
     if clip_start_times is not None:
         clip_start_times = np.asarray(clip_start_times, dtype=np.float64)

@@ -20,9 +20,23 @@ import time
 import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
-QUEUED, PREPROCESSING, INFERRING, DONE, FAILED = "queued", "preprocessing", "inferring", "done", "failed"
+
+class JobState(StrEnum):
+    """A job's status, the one list of them (the API's ``status`` field is this enum): queued → preprocessing →
+    inferring → done | failed. A StrEnum, so the stored JSON holds the plain strings."""
+
+    queued = "queued"
+    preprocessing = "preprocessing"
+    inferring = "inferring"
+    done = "done"
+    failed = "failed"
+
+
+QUEUED, PREPROCESSING, INFERRING, DONE, FAILED = (JobState.queued, JobState.preprocessing, JobState.inferring,
+                                                  JobState.done, JobState.failed)
 TERMINAL = frozenset({DONE, FAILED})
 
 

@@ -17,8 +17,8 @@ from functools import lru_cache
 from celery.exceptions import Retry
 from celery.signals import worker_init
 
-from .celery_app import celery_app
-from .jobs import StoreUnavailable
+from .celery_app import RUN_JOB_TASK, celery_app
+from .jobs import FAILED, StoreUnavailable
 from .lease import run_leased
 from .processing import run_job
 from .settings import get_settings
@@ -49,7 +49,7 @@ def _refuse_an_unsafe_upload_dir(**_) -> None:
         raise SystemExit(2) from None
 
 
-@celery_app.task(name="djldml.run_job", bind=True, acks_late=True, reject_on_worker_lost=True,
+@celery_app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
                  max_retries=STORE_RETRIES)
 def run_job_task(self, job_id: str, upload_path: str) -> str:
     store, backend, storage, settings = _components()
@@ -75,39 +75,5 @@ def run_job_task(self, job_id: str, upload_path: str) -> str:
     except Exception as exc:  # run_job fails jobs itself; this guards against a malformed message
         log.error("job %s: task error %s", job_id, exc.__class__.__name__)
         with contextlib.suppress(Exception):
-            store.update(job_id, status="failed", error={"code": "internal_error", "detail": exc.__class__.__name__})
-        return "failed"
-
-
-class CeleryRunner:
-    """The gateway's side of the task: enqueue jobs, report queue depth and broker health."""
-
-    QUEUE = "celery"  # Celery's default queue name: a Redis list of waiting messages
-
-    def __init__(self, broker_url: str):
-        import redis
-
-        self._redis = redis.Redis.from_url(broker_url, socket_connect_timeout=1.0, socket_timeout=3.0)
-
-    def submit(self, job_id: str, upload) -> None:
-        """Enqueue; raises StoreUnavailable (→ 503 queue_unavailable) when the broker cannot take it."""
-        try:
-            run_job_task.apply_async((job_id, str(upload)), task_id=job_id)
-        except Exception as exc:  # kombu/redis raise many connection error types
-            raise StoreUnavailable(f"broker unreachable: {exc.__class__.__name__}") from None
-
-    def queue_depth(self) -> int:
-        try:
-            return int(self._redis.llen(self.QUEUE))
-        except Exception:
-            return -1
-
-    def ready(self) -> tuple[bool, str]:
-        try:
-            self._redis.ping()
-            return True, ""
-        except Exception as exc:
-            return False, f"broker unreachable: {exc.__class__.__name__}"
-
-    def close(self) -> None:
-        self._redis.close()
+            store.update(job_id, status=FAILED, error={"code": "internal_error", "detail": exc.__class__.__name__})
+        return FAILED

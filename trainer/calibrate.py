@@ -22,12 +22,11 @@ import numpy as np
 
 from djldml import labels
 from djldml.calibration import METHODS, Calibration, score_gaussian, temper
-from djldml.errors import ModelError
-from djldml.prediction import DEFAULT_INTERVAL_MASS
+from djldml.prediction import DEFAULT_INTERVAL_MASS, predict_video
 
-from .uncertainty import NLL_FLOOR
+from .calibration_file import CALIBRATION_FILE
+from .uncertainty import NLL_FLOOR, uncertainty_report
 
-CALIBRATION_FILE = "calibration.json"  # in a run directory
 DEFAULT_METHOD = "gaussian"
 #: log-spaced search grid of T; 0.02 (p^50: nearly the mode alone) … 50 (nearly uniform)
 TEMPERATURE_GRID = np.exp(np.linspace(np.log(0.02), np.log(50.0), 1601))
@@ -72,8 +71,6 @@ def fit_calibration(results: list, method: str = DEFAULT_METHOD, mass: float = D
                     split: str = "dev", source: str = "") -> Calibration:
     """Fit ``method`` on ``results`` (trainer.evaluate.VideoResult, uncalibrated predictions used) and record
     what it did on them (``fitted_on``: split, n, coverage and NLL before and after)."""
-    from .evaluate import uncertainty_report  # here: evaluate imports this module
-
     if len(results) < 2:
         raise ValueError(f"calibration needs at least 2 scored {split} videos, got {len(results)}")
     raw = [r.uncalibrated for r in results]
@@ -88,8 +85,6 @@ def fit_calibration(results: list, method: str = DEFAULT_METHOD, mass: float = D
                           interval_mass=mass)
     else:
         raise ValueError(f"unknown calibration method {method!r}")
-    from djldml.prediction import predict_video
-
     # the fitted calibration on the same videos, as predict_video applies it (one video distribution each)
     fitted = [type(r)(r.video_id, r.subject, r.true, predict_video(r.uncalibrated.distribution[None], None, mass, cal),
                       r.n_clips, r.uncalibrated) for r in results]
@@ -101,30 +96,14 @@ def fit_calibration(results: list, method: str = DEFAULT_METHOD, mass: float = D
     return Calibration(cal.method, cal.temperature, cal.sigma, cal.half_width, cal.interval_mass, fitted_on)
 
 
-def read_calibration(spec: str | Path | Calibration) -> Calibration:
-    """A Calibration, or one read from its JSON file; ModelError when the file is not one."""
-    if isinstance(spec, Calibration):
-        return spec
-    try:
-        return Calibration.from_dict(json.loads(Path(spec).read_text()))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read calibration {Path(spec).name}: {exc}") from None
-
-
-def run_calibration(model: str | Path) -> Calibration | None:
-    """The ``calibration.json`` of a run directory (or of a checkpoint's directory), or None."""
-    path = Path(model)
-    found = (path if path.is_dir() else path.parent) / CALIBRATION_FILE
-    return read_calibration(found) if found.is_file() else None
-
-
 def calibrate(model: str | Path, videos: str | Path, split: str = "dev", method: str = DEFAULT_METHOD,
               out: str | Path | None = None, device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Score ``split`` of the dataset source ``videos`` through the service's path (uncalibrated), fit, write
     the calibration to ``out`` (default: the run directory's calibration.json); returns {"calibration", "out"}."""
+    from djldml.device import resolve_device
+
     from .evaluate import predict_videos, scoring_model
     from .manifest import discover
-    from .train import resolve_device
 
     path = Path(model)
     if out is None:

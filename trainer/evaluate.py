@@ -37,16 +37,20 @@ from tqdm import tqdm
 from djldml import labels
 from djldml.calibration import Calibration, calibration_of
 from djldml.clips import InputNormalisation, input_normalisation
+from djldml.device import resolve_device
 from djldml.errors import DJLDMLError
 from djldml.inference import clip_distributions, mirror_average
+from djldml.model_file import load_model, read_model_file
 from djldml.network import DJLDMLNet
 from djldml.prediction import VideoPrediction, predict_video
 from djldml.scoring import score_video
 
+from .calibration_file import read_calibration, run_calibration
 from .data import ClipStore, evenly_spaced
 from .normalisation import training_normalisation
 from .screening import screening_metrics
-from .uncertainty import interval_metrics, reliability_bins
+from .store import open_store
+from .uncertainty import uncertainty_report
 
 BASELINES = ("train_mean", "train_median")
 
@@ -87,10 +91,8 @@ def scoring_model(model: str | Path, device: Any = "cpu") -> ScoringModel:
     like the service. A run's card facts come from its config, as ``trainer export`` would write them."""
     from djldml.model_archive import open_archive
 
-    from .calibrate import run_calibration
     from .config import read_run_config
-    from .export import CLIP_BATCH, read_checkpoint, training_inference, training_preprocessing
-    from .train import load_net
+    from .export import CLIP_BATCH, training_inference, training_preprocessing
 
     path = Path(model)
     if path.suffix == ".mar":
@@ -100,8 +102,8 @@ def scoring_model(model: str | Path, device: Any = "cpu") -> ScoringModel:
                             int(archive.handler_knobs.get("clip_batch", CLIP_BATCH)), "archive",
                             input_normalisation(archive.card.inference), calibration_of(archive.card.inference))
     cfg = read_run_config(path) if path.is_dir() else None
-    training = asdict(cfg) if cfg is not None else (read_checkpoint(path)[1].get("config") or {})
-    return ScoringModel(load_net(path, device), training_preprocessing(training),
+    training = asdict(cfg) if cfg is not None else (read_model_file(path)[1].get("config") or {})
+    return ScoringModel(load_model(path, device), training_preprocessing(training),
                         mirror_average(training_inference(training)), CLIP_BATCH, "run",
                         training_normalisation(training), run_calibration(path))
 
@@ -237,9 +239,7 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
     — e.g. one just fitted for a model whose card has none; the uncalibrated figures are reported beside it.
     """
     from . import plots as plotting
-    from .calibrate import read_calibration, run_calibration
     from .config import TrainConfig, read_run_config
-    from .train import load_net, open_store, resolve_device  # here: train.py imports this module
 
     run_dir = Path(model) if isinstance(model, str | Path) and Path(model).is_dir() else None
     cfg = (read_run_config(run_dir) if run_dir else None) or TrainConfig()
@@ -273,7 +273,7 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
                          f"{dict(refused)}")
         n_videos = len(chosen)
     else:
-        net = model if isinstance(model, DJLDMLNet) else load_net(model, resolve_device(device))
+        net = model if isinstance(model, DJLDMLNet) else load_model(model, resolve_device(device))
         if data is None:
             if run_dir is None or read_run_config(run_dir) is None:
                 raise ValueError("say which dataset to evaluate on (data=...)")
@@ -332,24 +332,6 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     metrics["out_dir"] = str(out)
     return metrics
-
-
-def uncertainty_report(results: list[VideoResult], calibration: Calibration | None) -> dict[str, Any]:
-    """Coverage, width, Brier, NLL and reliability bins of the uncalibrated predictions ("before") and, when a
-    calibration applies, of the served ones ("after"), with the calibration's record."""
-    true = np.array([r.true for r in results])
-
-    def measured(preds: list[VideoPrediction]) -> dict[str, Any]:
-        bands = np.array([list(p.band_probabilities.values()) for p in preds])
-        return {**interval_metrics(true, [p.interval[0] for p in preds], [p.interval[1] for p in preds],
-                                   np.array([p.distribution for p in preds]), bands, preds[0].interval_mass),
-                "reliability": reliability_bins(bands, true)}
-
-    report: dict[str, Any] = {"before": measured([r.uncalibrated for r in results])}
-    if calibration is not None:
-        report["after"] = measured([r.prediction for r in results])
-        report["calibration"] = calibration.to_dict()
-    return report
 
 
 def format_report(metrics: dict[str, Any]) -> str:

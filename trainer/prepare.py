@@ -13,7 +13,6 @@ its file name. ``manifest.csv`` lists the usable videos; ``dataset.json`` says w
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing
 import os
@@ -29,6 +28,7 @@ from tqdm import tqdm
 from djldml.errors import DJLDMLError
 from djldml.faces import FaceConfig, iter_aligned_frames
 from djldml.faces.provenance import preprocessing
+from djldml.openmp import openmp_threads
 
 from .manifest import SOURCES, SourceVideo, discover, warn_shared_subjects
 from .store import (
@@ -104,24 +104,6 @@ def _write_face_file(video: SourceVideo, path: Path, config: FaceConfig, config_
         writer.close({"face_config": config_dict, "quality": report})
 
 
-@contextlib.contextmanager
-def _one_omp_thread():
-    """Run the face pipeline with torch's OpenMP pool at one thread, restored afterwards.
-
-    When torch is imported before yuface, yuface's OpenMP calls bind to torch's libgomp and so use torch's
-    thread count; on a busy 2-core machine that made one 320×240 detection 5–20× slower (measured 30 ms vs
-    120–650 ms). Preparing uses no torch, and parallelism comes from ``--workers`` processes instead.
-    """
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def prepare_video(video: SourceVideo, root: Path, config: FaceConfig, codec: str) -> VideoOutcome:
     """Face file for one video (skip when already done). Runs in a worker process when ``--workers`` > 1."""
     started = time.perf_counter()
@@ -134,7 +116,7 @@ def prepare_video(video: SourceVideo, root: Path, config: FaceConfig, codec: str
         if not Path(video.path).is_file():
             return VideoOutcome(video.video_id, "failed", error="file_not_found")
         try:
-            with _one_omp_thread():
+            with openmp_threads():  # parallelism comes from --workers processes instead
                 _write_face_file(video, path, config, config_dict, codec)
         except DJLDMLError as exc:
             return VideoOutcome(video.video_id, "failed", error=exc.code, seconds=time.perf_counter() - started)

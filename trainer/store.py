@@ -45,6 +45,7 @@ import av
 import cv2
 import numpy as np
 
+from djldml.atomic import atomic_path, temporary_beside
 from djldml.clips import CLIP_LENGTH, FACE_SIZE
 
 from .manifest import shared_subjects
@@ -85,7 +86,7 @@ class FaceFileWriter:
             raise ValueError(f"codec must be one of {CODECS}, got {codec!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.tmp = temporary_beside(self.path)
         self.fps = float(fps)
         self.codec = codec
         self._file = open(self.tmp, "wb")  # noqa: SIM115 — closed in close()/abort()
@@ -377,6 +378,11 @@ class PreparedDataset:
         return state
 
 
+def open_store(root: str | os.PathLike) -> PreparedDataset:
+    """The prepared dataset at ``root`` (what ``trainer prepare`` wrote), as the trainer's ClipStore."""
+    return PreparedDataset(root)
+
+
 def face_file_name(video_id: str) -> str:
     return f"{FACES_DIR}/{video_id}{FACE_SUFFIX}"
 
@@ -401,14 +407,12 @@ def write_manifest(path: str | os.PathLike, records: list[VideoRecord]) -> None:
     """Write ``manifest.csv`` atomically (sorted by split then id, so re-runs give identical files)."""
     path = Path(path)
     order = {s: i for i, s in enumerate(SPLITS)}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(MANIFEST_FIELDS)
         for r in sorted(records, key=lambda r: (order.get(r.split, 9), r.video_id)):
             w.writerow([r.video_id, f"{r.bdi:g}", r.split, r.subject or "", r.n_frames, r.n_faces,
                         f"{r.fps:.6g}", r.file])
-    os.replace(tmp, path)
 
 
 def read_speed(ds: PreparedDataset, n_clips: int = 200, clip_length: int = CLIP_LENGTH, seed: int = 0) -> float:

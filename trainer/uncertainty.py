@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from djldml import labels
+from djldml.calibration import Calibration
+from djldml.prediction import VideoPrediction
 
 Z95 = 1.959963984540054  # standard normal 97.5 % quantile
 NLL_FLOOR = 1e-12  # probability floor of the NLL (a bin with exactly zero mass would give +inf)
@@ -72,3 +74,22 @@ def reliability_bins(band_probabilities: np.ndarray, true, n_bins: int = 5) -> l
             out.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(m.sum()),
                         "mean_predicted": float(p[m].mean()), "observed": float(o[m].mean())})
     return out
+
+
+def uncertainty_report(results: list, calibration: Calibration | None) -> dict[str, Any]:
+    """Coverage, width, Brier, NLL and reliability bins of the uncalibrated predictions ("before") and, when a
+    calibration applies, of the served ones ("after"), with the calibration's record. ``results``: objects with
+    ``true``, ``prediction`` (as served) and ``uncalibrated`` (trainer.evaluate.VideoResult)."""
+    true = np.array([r.true for r in results])
+
+    def measured(preds: list[VideoPrediction]) -> dict[str, Any]:
+        bands = np.array([list(p.band_probabilities.values()) for p in preds])
+        return {**interval_metrics(true, [p.interval[0] for p in preds], [p.interval[1] for p in preds],
+                                   np.array([p.distribution for p in preds]), bands, preds[0].interval_mass),
+                "reliability": reliability_bins(bands, true)}
+
+    report: dict[str, Any] = {"before": measured([r.uncalibrated for r in results])}
+    if calibration is not None:
+        report["after"] = measured([r.prediction for r in results])
+        report["calibration"] = calibration.to_dict()
+    return report

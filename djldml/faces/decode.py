@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -158,12 +158,13 @@ class VideoInfo:
         file, or a header that lies (a file cannot tell which; the frames read are what is scored either way).
         ``frames_expected`` is the index's count, else the declared duration × the average frame rate."""
         declared, read = self.header_duration_s, self.duration_s
+        expected: int | None
         long_header = declared is not None and declared > read + max(0.3, 0.03 * read)
         if self.frames_declared > self.n_frames:
             by, expected = "index", self.frames_declared
         elif self.demux_error or long_header:
             by = "demux_error" if self.demux_error else "header_duration"
-            expected = int(round(declared * self.fps)) if long_header else None
+            expected = int(round(declared * self.fps)) if long_header and declared is not None else None
         else:
             return None
         out = {"frames_expected": expected, "frames_read": self.n_frames, "by": by, "duration_read_s": round(read, 3)}
@@ -355,9 +356,10 @@ def display_orientation(frame: av.VideoFrame) -> tuple[int, bool]:
     """
     matrix = None
     try:
-        sd = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+        # PyAV's stubs do not declare av.sidedata nor side data as a buffer; both exist at run time (av 14-19).
+        sd = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)  # type: ignore[attr-defined]
         if sd is not None:
-            raw = bytes(sd)
+            raw = bytes(sd)  # type: ignore[call-overload]
             matrix = np.frombuffer(raw[:36], "<i4").astype(np.float64) if len(raw) >= 36 else None
     except (AttributeError, TypeError, ValueError):  # an older PyAV without frame side data
         matrix = None
@@ -386,7 +388,7 @@ def decode_frames(
     table: FrameTable | None = None,
     skip: SkipPlan | None = None,
     errors: DecodeErrors | None = None,
-) -> Iterator[DecodedFrame]:
+) -> Generator[DecodedFrame, None, None]:
     """Stream the video's frames in presentation order, memory independent of the video's length.
 
     Corrupt packets are skipped (up to MAX_DECODE_ERRORS); a frame larger than the limit raises VideoTooLarge.
@@ -411,7 +413,7 @@ def decode_frames(
         index, count, n_errors = 0, 0, 0
         errors = errors if errors is not None else DecodeErrors()
         damaged = False  # a packet of the current GOP failed: frames until the next keyframe are unusable
-        t0 = float(table.pts[0]) * table.time_base if use_table else None
+        t0 = float(table.pts[0]) * table.time_base if table is not None else None
         current_key: int | None = None  # timestamp of the keyframe that began the GOP being decoded
         skipping_to: int | None = None  # timestamp of the keyframe being skipped to
         floor: int | None = None  # timestamp of the last keyframe skipped to: nothing earlier is wanted
@@ -424,7 +426,7 @@ def decode_frames(
             except av.error.FFmpegError:
                 break  # truncated container: stop at the last readable packet
             deadline.check()
-            if skipping and packet.size:
+            if skipping and packet.size and table is not None and skip is not None:  # (skipping implies both)
                 if skipping_to is None:
                     target = table.keyframe_for(skip.next_needed)
                     if target is not None and current_key is not None and target > current_key:
@@ -461,13 +463,13 @@ def decode_frames(
                             index += 1  # without a table frames are numbered by counting: keep the count
                         continue
                     damaged = False
-                if use_table:
+                if use_table and table is not None:
                     found = table.index_of(frame.pts)
-                    if floor is not None and (found is None or frame.pts < floor):
+                    if floor is not None and (found is None or frame.pts is None or frame.pts < floor):
                         # After a skip: a frame that cannot be placed in time, or an open GOP's leading frame
                         # whose references were never decoded. Neither is wanted.
                         continue
-                    if found is None:
+                    if found is None or frame.pts is None:
                         # Timestamps do not match the table: count frames as without one.
                         use_table = skipping = False
                     else:
@@ -540,7 +542,7 @@ class FrameConverter:
         scale = min(1.0, 0.75 * self.detect_width / min(frame.width, frame.height))
         sw = max(2, int(round(frame.width * scale)))
         sh = max(2, int(round(frame.height * scale)))
-        source = frame
+        source: av.VideoFrame | None = frame
         if frame.interlaced_frame:
             self.deinterlaced += 1
             source = _top_field(frame)
@@ -549,7 +551,7 @@ class FrameConverter:
             small = self._small.reformat(
                 source, width=sw, height=sh, format="bgr24", interpolation="AREA", threads=1, **_ranges(frame)
             )
-            img = small.to_ndarray()
+            img: np.ndarray = small.to_ndarray()
         else:  # an interlaced frame in a format whose field cannot be cut out cheaply
             full = _interpolate_lines(
                 self._full.reformat(frame, format="bgr24", threads=1, **_ranges(frame)).to_ndarray(), 0
@@ -628,7 +630,8 @@ def _ranges(frame: av.VideoFrame) -> dict:
 def _plane(frame: av.VideoFrame, i: int) -> np.ndarray:
     """Plane ``i`` of ``frame`` as a [height, width] uint8 view (no copy; rows padded to line_size)."""
     plane = frame.planes[i]
-    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    flat = np.frombuffer(plane, np.uint8)  # type: ignore[call-overload]  # a VideoPlane is a buffer; stubs omit it
+    return flat.reshape(plane.height, plane.line_size)[:, : plane.width]
 
 
 def _interpolate_lines(rows: np.ndarray, first: int) -> np.ndarray:

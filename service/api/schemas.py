@@ -7,20 +7,13 @@ definitions they restate.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from djldml import labels
 
-
-class JobState(StrEnum):
-    queued = "queued"
-    preprocessing = "preprocessing"
-    inferring = "inferring"
-    done = "done"
-    failed = "failed"
+from ..jobs import JobState
 
 
 class Interval(BaseModel):

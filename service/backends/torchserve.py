@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -23,12 +24,20 @@ from djldml.clips import clips_to_bytes, validate_clips
 from djldml.errors import ModelError
 from djldml.model_card import ModelCard
 
-from ..model_archive import info_from_card, open_archive
+from .archive import info_from_card, open_archive
 from .base import BackendUnavailable, ModelInfo
 
 #: TorchServe's default max_request_size; raise both together (docker/config.properties and this setting).
 DEFAULT_MAX_REQUEST_BYTES = 6_553_500
 _NPY_HEADER_ROOM = 1024  # a .npy header is 128 bytes; keep margin
+
+
+WORKER_READY = "READY"  # a TorchServe worker that has loaded the model and takes requests
+
+
+def worker_states(described: list[dict[str, Any]]) -> list[str]:
+    """The ``status`` of every worker, all versions, in a management API ``GET /models/<name>`` answer."""
+    return [str(w.get("status")) for version in described for w in version.get("workers", [])]
 
 
 class TorchServeBackend:
@@ -131,10 +140,10 @@ class TorchServeBackend:
             return False, f"torchserve unreachable ({exc.__class__.__name__})"
         if r.status_code != 200:
             return False, f"torchserve management answered {r.status_code} for model {self.model_name}"
-        workers = [w for version in r.json() for w in version.get("workers", [])]
-        if any(w.get("status") == "READY" for w in workers):
+        states = worker_states(r.json())
+        if WORKER_READY in states:
             return True, ""
-        return False, f"model {self.model_name}: no READY worker ({len(workers)} workers)"
+        return False, f"model {self.model_name}: no READY worker ({len(states)} workers)"
 
     def model_info(self) -> ModelInfo:
         """From the local archive when ``mar_path`` exists (with its sha256), else the card the handler describes."""

@@ -80,7 +80,7 @@ class Service:
     mode: str
     url: str
     upload_dir: Path
-    stack: object = None  # service.stack.LocalStack in "stack" mode
+    stack: object = None  # devstack.LocalStack in "stack" mode
     gateway: object = None  # the gateway's ProcessHandle
     extra: dict = field(default_factory=dict)
 
@@ -108,7 +108,7 @@ def _needs(binary: str) -> None:
 
 @pytest.fixture(scope="session")
 def embedded_service(model_store, tmp_path_factory):
-    from service.stack import start_gateway
+    from devstack import start_gateway
 
     work = tmp_path_factory.mktemp("embedded")
     env = {**SERVICE_ENV, "DJLDML_MODEL_STORE": str(model_store), "DJLDML_UPLOAD_DIR": str(work / "uploads"),
@@ -126,13 +126,13 @@ def embedded_service(model_store, tmp_path_factory):
 def stack_service(model_store):
     _needs("redis-server")
     _needs("torchserve")
-    from service.stack import LocalStack
+    from devstack import LocalStack
 
     yield from serve_stack(LocalStack(model_store, MODEL_NAME, extra_env=SERVICE_ENV))
 
 
 def serve_stack(stack):
-    """Start a ``service.stack.LocalStack`` and yield its :class:`Service` until the fixture ends, then stop it."""
+    """Start a ``devstack.LocalStack`` and yield its :class:`Service` until the fixture ends, then stop it."""
     stack.start()
     svc = Service("stack", stack.url, stack.workdir / "uploads", stack=stack, gateway=stack.gateway)
     try:

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from devstack import free_port, start_redis
 from service.jobs import DONE, FAILED, INFERRING, Job, RedisJobStore, StoreUnavailable
-from service.stack import free_port, start_redis
 from tests.service.fakes import all_at_once
 
 pytestmark = pytest.mark.integration

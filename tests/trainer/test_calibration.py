@@ -16,10 +16,11 @@ from djldml.calibration import Calibration, calibration_of, score_gaussian, temp
 from djldml.errors import ModelError
 from djldml.model_card import ModelCard
 from djldml.prediction import predict_video
-from trainer.calibrate import fit_calibration, fit_conformal, fit_sigma, fit_temperature, read_calibration
-from trainer.evaluate import VideoResult, format_report, uncertainty_report
+from trainer.calibrate import fit_calibration, fit_conformal, fit_sigma, fit_temperature
+from trainer.calibration_file import read_calibration
+from trainer.evaluate import VideoResult, format_report
 from trainer.screening import cutoff_metrics, roc_auc, screening_metrics
-from trainer.uncertainty import brier_score, interval_metrics, reliability_bins, wilson_interval
+from trainer.uncertainty import brier_score, interval_metrics, reliability_bins, uncertainty_report, wilson_interval
 
 
 def overconfident_world(n: int, seed: int, sigma_true: float = 6.0, sigma_model: float = 1.5):

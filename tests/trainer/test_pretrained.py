@@ -16,6 +16,7 @@ from djldml.clips import SPORTS1M_C3D, InputNormalisation, input_normalisation, 
 from djldml.errors import ModelError
 from djldml.inference import clip_distributions
 from djldml.model_card import ModelCard
+from djldml.model_file import load_model, model_dict
 from djldml.network import (
     SPORTS1M_CONVS,
     PretrainedWeightsError,
@@ -26,7 +27,7 @@ from djldml.network import (
 from trainer.__main__ import main as cli_main
 from trainer.config import SYNTHETIC_CONFIG, load_config
 from trainer.normalisation import training_normalisation
-from trainer.train import load_net, model_dict, train
+from trainer.train import train
 
 from .conftest import TINY
 
@@ -199,9 +200,9 @@ def test_fine_tuned_from_sports1m_weights_serves_with_their_normalisation(tmp_pa
     served = backend.clip_distributions(clips)
     # the served tensor is the port's input: float RGB 0–255, no normalisation ([N, 3, T, H, W])
     assert torch.equal(seen[0], torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float())
-    trainer_side = clip_distributions(load_net(run), clips, mirror=True, normalisation=training_normalisation(saved))
+    trainer_side = clip_distributions(load_model(run), clips, mirror=True, normalisation=training_normalisation(saved))
     np.testing.assert_allclose(served, trainer_side, rtol=0, atol=1e-6)
-    default = clip_distributions(load_net(run), clips, mirror=True)
+    default = clip_distributions(load_model(run), clips, mirror=True)
     assert np.abs(default - served).max() > 1e-4  # the normalisation matters: serving without it would differ
 
 

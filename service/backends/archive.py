@@ -13,7 +13,7 @@ from typing import Any
 from djldml import model_archive as archives
 from djldml.model_card import ModelCard
 
-from .backends.base import ModelInfo
+from .base import ModelInfo
 
 MANIFEST = archives.MANIFEST
 
