@@ -201,8 +201,12 @@ class Gateway:
             info = self.backend.model_info()
         except BackendUnavailable as exc:
             raise Problem("backend_unavailable", str(exc)) from None
-        fields = {k: getattr(info, k) for k in schemas.Model.model_fields if k != "preprocessing"}
-        return schemas.Models(models=[schemas.Model(**fields, preprocessing=self.preprocessing_check(info))])
+        fields = {k: getattr(info, k) for k in schemas.Model.model_fields if k not in ("preprocessing", "inference")}
+        inference = info.extra.get("inference") or {}
+        return schemas.Models(models=[schemas.Model(
+            **fields, preprocessing=self.preprocessing_check(info),
+            inference=schemas.ModelInference(**{k: inference[k] for k in schemas.ModelInference.model_fields
+                                                if k in inference}))])
 
     def preprocessing_check(self, info: ModelInfo) -> schemas.PreprocessingCheck:
         """Whether this service makes face clips as the model's training did (djldml.faces.provenance)."""
