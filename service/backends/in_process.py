@@ -30,14 +30,16 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
 
 
 class InProcessBackend:
-    def __init__(self, mar_path: str | Path, device: str | torch.device = "auto"):
+    def __init__(self, mar_path: str | Path, device: str | torch.device = "auto", runtime: str | None = None):
+        """``runtime``: ``auto``/``torch``/``openvino`` (settings' ``DJLDML_RUNTIME``; None reads the environment);
+        djldml.runtime decides the engine — OpenVINO on the CPU unless forced to PyTorch, PyTorch on a GPU."""
         self.archive = open_archive(mar_path)
         self.device = pick_device(device)
         knobs = self.archive.handler_knobs
         self.batch_size = int(knobs.get("clip_batch", DEFAULT_BATCH))
         self.amp = bool(knobs.get("amp", False)) and self.device.type == "cuda"
         self.mirror = mirror_average(self.archive.card.inference)
-        self.net = self.archive.load_network(self.device)
+        self.net = self.archive.load_for_inference(self.device, runtime)
         self._lock = threading.Lock()  # one forward at a time: the embedded pool may call from several threads
 
     def clip_distributions(self, clips: np.ndarray) -> np.ndarray:
