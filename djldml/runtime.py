@@ -155,8 +155,10 @@ def to_openvino(net: DJLDMLNet, model_sha256: str = ""):
     ov = _openvino()
     example = torch.zeros(1, 3, CLIP_LENGTH, FACE_SIZE, FACE_SIZE)
     with torch.no_grad():
-        model = ov.convert_model(_HeadOutput(net.cpu().eval()), example_input=example,
-                                 input=[(-1, 3, CLIP_LENGTH, FACE_SIZE, FACE_SIZE)])
+        # Traced here without trace checking: convert_model's own tracing re-runs the network to check the
+        # trace, 3-4 forward passes instead of one (6 s instead of 1.7 s for c3d-tiny on a busy 2-core machine).
+        traced = torch.jit.trace(_HeadOutput(net.cpu().eval()), example, check_trace=False)
+        model = ov.convert_model(traced, example_input=example, input=[(-1, 3, CLIP_LENGTH, FACE_SIZE, FACE_SIZE)])
     model.inputs[0].get_tensor().set_names({"clips"})
     if model_sha256:
         model.set_rt_info(model_sha256, _SHA_KEY)
