@@ -242,16 +242,17 @@ class OpenVINONetwork:
 
 
 def compile_openvino(net: DJLDMLNet, ir: IR | None = None, model_sha256: str = "",
-                     threads: int | None = None) -> OpenVINONetwork:
+                     threads: int | None = None, precision: str = "f32") -> OpenVINONetwork:
     """``net`` compiled by OpenVINO for the CPU: from ``ir`` when it is ``net``'s (same ``model_sha256``), else
-    converted from ``net``. ``threads``: default :func:`inference_threads`."""
+    converted from ``net``. ``threads``: default :func:`inference_threads`. ``precision``: ``f32`` (what is
+    served); ``bf16`` only for ``bench backends`` to show what the served precision costs."""
     ov = _openvino()
     model = _model_from_ir(ir, model_sha256) if ir is not None and model_sha256 else None
     source = "archive IR" if model is not None else "converted at load"
     if model is None:
         model = to_openvino(net, model_sha256)
     compiled = ov.Core().compile_model(model, "CPU", {
-        "INFERENCE_PRECISION_HINT": "f32",  # not the bf16 default of AVX512-BF16/AMX CPUs (module docstring)
+        "INFERENCE_PRECISION_HINT": precision,  # f32, not the bf16 default of AVX512-BF16/AMX CPUs (docstring)
         "PERFORMANCE_HINT": "LATENCY",  # one stream using every thread: the handler runs one batch at a time
         "INFERENCE_NUM_THREADS": int(threads or inference_threads()),
     })
