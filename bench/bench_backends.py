@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from devstack import start_torchserve
 from djldml import runtime
 from djldml.clips import CLIP_SHAPE, to_tensor
 from djldml.inference import clip_distributions
@@ -35,7 +36,6 @@ from djldml.model_file import load_model, save_model
 from djldml.network import build_network
 from service.backends.in_process import InProcessBackend
 from service.backends.torchserve import TorchServeBackend
-from service.stack import start_torchserve
 from trainer.export import export_model
 
 DEMO_MAR = Path("model_store/djldml-demo.mar")

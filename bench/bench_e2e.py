@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import httpx
 
-from service.stack import LocalStack
+from devstack import LocalStack
 
 DEMO_MAR = Path("model_store/djldml-demo.mar")
 

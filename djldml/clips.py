@@ -89,6 +89,13 @@ def validate_clips(clips: np.ndarray) -> None:
         raise ModelError(f"clips must be uint8 [N, T, H, W, 3], got {dtype} {shape}")
 
 
+def validate_model_clips(clips: np.ndarray) -> None:
+    """Raise ModelError unless ``clips`` is what a model takes: uint8 ``[N, *CLIP_SHAPE]`` (N ≥ 0)."""
+    validate_clips(clips)
+    if clips.shape[1:] != CLIP_SHAPE:
+        raise ModelError(f"clips must be [N, {', '.join(map(str, CLIP_SHAPE))}], got {list(clips.shape)}")
+
+
 def to_tensor(clips: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
     """uint8 ``[N, T, H, W, 3]`` → float32 ``[N, 3, T, H, W]`` in [-1, 1], on ``device``.
 

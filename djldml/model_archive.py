@@ -23,7 +23,7 @@ from .model_file import MODEL_FILENAME, load_model
 from .network import DJLDMLNet
 from .runtime import IR_BIN, IR_XML, ClipNetwork, choose, load_model_dir
 
-MANIFEST = "MAR-INF/MANIFEST.json"
+MAR_MANIFEST = "MAR-INF/MANIFEST.json"  # the archiver's manifest (not a dataset's manifest.csv)
 
 
 @dataclass
@@ -44,7 +44,6 @@ class ModelArchive:
         with zipfile.ZipFile(self.path) as z, tempfile.TemporaryDirectory(prefix="djldml-mar-") as tmp:
             z.extract(MODEL_FILENAME, tmp)
             return load_model(Path(tmp) / MODEL_FILENAME, device)
-
 
     def load_for_inference(self, device: torch.device | str = "cpu", runtime: str | None = None) -> ClipNetwork:
         """The archive's network on the engine djldml.runtime chooses for ``device`` and ``runtime`` (None: the
@@ -71,7 +70,7 @@ def open_archive(path: str | Path) -> ModelArchive:
             if missing:
                 raise ModelError(f"{path.name} lacks {', '.join(missing)}: not a djldml archive")
             card = ModelCard.from_json(z.read(CARD_FILENAME))
-            manifest = json.loads(z.read(MANIFEST)) if MANIFEST in names else {}
+            manifest = json.loads(z.read(MAR_MANIFEST)) if MAR_MANIFEST in names else {}
             config_name = manifest.get("model", {}).get("configFile")
             config = yaml.safe_load(z.read(config_name)) if config_name in names else {}
     except zipfile.BadZipFile:

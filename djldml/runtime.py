@@ -118,7 +118,7 @@ def _openvino():
     converter modules are pointed at that stub instead.
     """
     if "openvino" not in sys.modules:
-        sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[assignment]
+        sys.modules.setdefault("openvino_telemetry", None)
     import openvino as ov
 
     try:

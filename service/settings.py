@@ -94,11 +94,40 @@ class Settings(BaseSettings):
     embedded_workers: int = Field(1, gt=0, description="job threads in embedded mode")
     retry_after_s: int = Field(5, gt=0, description="Retry-After of 503 answers")
 
+    # Job-end notifications (service.callbacks)
+    callback_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated hosts (or host:port, or *.domain) a job's callback_url "
+                                          "may name; empty = callbacks refused")
+    callback_secrets: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="comma-separated API_KEY=SECRET pairs: the Standard Webhooks signing "
+                                          "secret (whsec_<base64>) of each key's callbacks; '*' = any other key "
+                                          "(and the open API)")
+    callback_timeout_s: float = Field(5.0, gt=0, description="one callback POST (connect + answer)")
+    callback_retries: int = Field(5, ge=0, description="retries of a callback that failed (non-2xx, no answer)")
+    callback_retry_delay_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry, max 60 s")
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, v):
         if isinstance(v, str):
             return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    @field_validator("callback_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v):
+        if isinstance(v, str):
+            return [h.strip().lower() for h in v.split(",") if h.strip()]
+        return v
+
+    @field_validator("callback_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, v):
+        if isinstance(v, str):  # "KEY=whsec_...,*=whsec_...": a secret's base64 may itself end in '='
+            pairs = [p.strip().split("=", 1) for p in v.split(",") if p.strip()]
+            if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+                raise ValueError("DJLDML_CALLBACK_SECRETS: expected API_KEY=SECRET pairs separated by commas")
+            return {k.strip(): s.strip() for k, s in pairs}
         return v
 
     @property

@@ -77,6 +77,6 @@ def build_runner(s: Settings, store: JobStore, backend: InferenceBackend, storag
         from .embedded import EmbeddedRunner
 
         return EmbeddedRunner(store, backend, storage, s)
-    from .tasks import CeleryRunner
+    from .runners import CeleryRunner
 
     return CeleryRunner(s.broker_url)

@@ -1,4 +1,5 @@
-"""The ablation of METHOD.md §4: train and evaluate each objective with the same data, seed and settings.
+"""The ablation of docs/method.md §3 ("Joint objective"): each objective trained and evaluated with the same data,
+seed and settings.
 
 ``python -m trainer ablation --config trainer/configs/synthetic.toml`` trains ``regression``, ``ldl``,
 ``regression+dml`` and ``djldml`` one after another (runs in ``<out>/<objective>``), evaluates each best.pt on
@@ -18,7 +19,8 @@ from djldml.losses import OBJECTIVES
 from .config import TrainConfig
 from .data import ClipStore
 from .evaluate import evaluate
-from .train import open_store, train
+from .store import open_store
+from .train import train
 
 
 def run_ablation(cfg: TrainConfig, objectives: tuple[str, ...] = OBJECTIVES, split: str = "test",

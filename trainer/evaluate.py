@@ -31,14 +31,17 @@ import numpy as np
 from tqdm import tqdm
 
 from djldml import labels
+from djldml.device import resolve_device
 from djldml.errors import DJLDMLError
 from djldml.inference import clip_distributions, mirror_average
+from djldml.model_file import load_model, read_model_file
 from djldml.network import DJLDMLNet
 from djldml.prediction import VideoPrediction, predict_video
 from djldml.runtime import ClipNetwork
 from djldml.scoring import score_video
 
 from .data import ClipStore, evenly_spaced
+from .store import open_store
 
 BASELINES = ("train_mean", "train_median")
 
@@ -73,8 +76,7 @@ def scoring_model(model: str | Path, device: Any = "cpu") -> ScoringModel:
     from djldml.model_archive import open_archive
 
     from .config import read_run_config
-    from .export import CLIP_BATCH, read_checkpoint, training_inference, training_preprocessing
-    from .train import load_net
+    from .export import CLIP_BATCH, training_inference, training_preprocessing
 
     path = Path(model)
     if path.suffix == ".mar":
@@ -84,8 +86,8 @@ def scoring_model(model: str | Path, device: Any = "cpu") -> ScoringModel:
                             mirror_average(archive.card.inference),
                             int(archive.handler_knobs.get("clip_batch", CLIP_BATCH)), "archive")
     cfg = read_run_config(path) if path.is_dir() else None
-    training = asdict(cfg) if cfg is not None else (read_checkpoint(path)[1].get("config") or {})
-    return ScoringModel(load_net(path, device), training_preprocessing(training),
+    training = asdict(cfg) if cfg is not None else (read_model_file(path)[1].get("config") or {})
+    return ScoringModel(load_model(path, device), training_preprocessing(training),
                         mirror_average(training_inference(training)), CLIP_BATCH, "run")
 
 
@@ -205,7 +207,6 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
     """
     from . import plots as plotting
     from .config import TrainConfig, read_run_config
-    from .train import load_net, open_store, resolve_device  # here: train.py imports this module
 
     run_dir = Path(model) if isinstance(model, str | Path) and Path(model).is_dir() else None
     cfg = (read_run_config(run_dir) if run_dir else None) or TrainConfig()
@@ -236,7 +237,7 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
                          f"{dict(refused)}")
         n_videos = len(chosen)
     else:
-        net = model if isinstance(model, DJLDMLNet) else load_net(model, resolve_device(device))
+        net = model if isinstance(model, DJLDMLNet) else load_model(model, resolve_device(device))
         if data is None:
             if run_dir is None or read_run_config(run_dir) is None:
                 raise ValueError("say which dataset to evaluate on (data=...)")

@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from djldml.atomic import atomic_path
 from djldml.faces.align import ALIGN_TEMPLATE, similarity
 
 GENERATOR = "djldml-synth/1"  # bump when the rendering changes (it is written into every synthetic manifest)
@@ -343,8 +344,7 @@ def render_frames(video: VideoPlan, config: SynthConfig):
 
 def write_video(path: Path, frames, fps: float) -> None:
     """H.264 MP4, written to a temporary name and renamed (an interrupted synth leaves no half video)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with av.open(str(tmp), "w", format="mp4") as out:
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as out:
         rate = Fraction(fps).limit_denominator(1001)
         stream = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "18"})
         stream.pix_fmt = "yuv420p"
@@ -358,7 +358,6 @@ def write_video(path: Path, frames, fps: float) -> None:
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    os.replace(tmp, path)
 
 
 README = """# SYNTHETIC DATA — not patient data, not clinical

@@ -106,7 +106,7 @@ def test_gateway_and_worker_refuse_to_start_on_a_world_writable_upload_dir(tmp_p
     import subprocess
     import sys
 
-    from service.stack import free_port
+    from devstack import free_port
 
     shared = tmp_path / "shared"
     shared.mkdir()

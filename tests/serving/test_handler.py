@@ -17,7 +17,7 @@ from djldml.clips import clips_to_bytes
 from djldml.errors import ModelError
 from djldml.inference import clip_distributions
 from djldml.model_file import load_model
-from service import torchserve_handler as handler
+from djldml.serving import handler
 
 from .conftest import random_clips
 
@@ -184,7 +184,7 @@ def _runtime_type_unions(tree: ast.AST) -> list[int]:
 
 def test_packed_sources_run_on_python_3_9(model_dir):
     """The stock TorchServe 0.12 image runs Python 3.9: the packed sources must parse and run there."""
-    files = [model_dir / "torchserve_handler.py", *sorted((model_dir / "djldml").glob("*.py"))]
+    files = [model_dir / "torchserve_handler.py", *sorted((model_dir / "djldml").rglob("*.py"))]
     for f in files:
         tree = ast.parse(f.read_text(), filename=str(f), feature_version=(3, 9))
         assert not _runtime_type_unions(tree), f"{f.name}: X | Y on types at lines {_runtime_type_unions(tree)}"

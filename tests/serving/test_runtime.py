@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from devstack import start_torchserve
 from djldml import labels, runtime
 from djldml.clips import to_tensor
 from djldml.errors import ModelError
@@ -25,10 +26,9 @@ from djldml.inference import clip_distributions
 from djldml.model_file import load_model
 from djldml.network import PRESETS, DJLDMLNet, build_network
 from djldml.prediction import predict_video
-from service import torchserve_handler as handler
+from djldml.serving import handler
 from service.backends.in_process import InProcessBackend
 from service.settings import Settings
-from service.stack import start_torchserve
 from service.wiring import build_backend
 from trainer.export import export_model
 

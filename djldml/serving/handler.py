@@ -1,8 +1,8 @@
-"""TorchServe handler: a batch of requests, each a .npy clip array → per-clip BDI-II distributions.
+"""The TorchServe handler's logic: a batch of requests, each a .npy clip array → per-clip BDI-II distributions.
 
-Packed into the .mar by ``trainer export`` together with the ``djldml`` sources it imports, so the archive
-runs in a stock TorchServe image: this file imports only ``djldml``, torch and numpy (not ``ts``, not
-``service``).
+Packed into the .mar by ``trainer export`` (entry file djldml/serving/torchserve_handler.py) together with the
+``djldml`` sources it imports, so the archive runs in a stock TorchServe image: this file imports only
+``djldml``, torch and numpy (not ``ts``, not ``service``).
 
 Wire format (one request):
 - body: ``djldml.clips.clips_to_bytes(clips)`` — a .npy ``uint8 [N, 16, 112, 112, 3]`` array, sent with
@@ -27,7 +27,8 @@ from typing import Union
 import numpy as np
 import torch
 
-from djldml.clips import CLIP_SHAPE, clips_from_bytes
+from djldml.clips import clips_from_bytes, validate_model_clips
+from djldml.device import torchserve_device
 from djldml.errors import DJLDMLError, ModelError
 from djldml.inference import DEFAULT_BATCH, clip_distributions, mirror_average
 from djldml.model_card import CARD_FILENAME
@@ -52,9 +53,17 @@ def parse_clips(body: object) -> np.ndarray:
     if not isinstance(body, (bytes, bytearray)):  # noqa: UP038 (3.9-safe)
         raise ModelError("request body must be a .npy clip array sent as application/octet-stream")
     clips = clips_from_bytes(body, max_clips=MAX_CLIPS_PER_REQUEST)
-    if clips.shape[1:] != CLIP_SHAPE:
-        raise ModelError(f"clips must be [N, {', '.join(map(str, CLIP_SHAPE))}], got {list(clips.shape)}")
+    validate_model_clips(clips)
     return clips
+
+
+def handler_knobs(knobs: dict | None, device: torch.device) -> tuple[int, bool]:
+    """(clips per forward, AMP) from the ``handler:`` section of the archive's model-config.yaml.
+
+    ``clip_batch`` defaults to djldml.inference.DEFAULT_BATCH; ``amp`` (float16 autocast) applies on a GPU only.
+    """
+    knobs = knobs or {}
+    return int(knobs.get("clip_batch", DEFAULT_BATCH)), bool(knobs.get("amp", False)) and device.type == "cuda"
 
 
 def preprocess(requests: list) -> list[Parsed]:
@@ -76,7 +85,8 @@ def inference(net: ClipNetwork, parsed: list[Parsed], batch_size: int = DEFAULT_
     if not good:
         return list(parsed)
     dists = clip_distributions(net, np.concatenate(good), batch_size=batch_size, amp=amp, mirror=mirror)
-    out, start = [], 0
+    out: list = []
+    start = 0
     for p in parsed:
         if isinstance(p, np.ndarray):
             out.append(dists[start : start + len(p)])
@@ -113,13 +123,10 @@ class DJLDMLHandler:
     def initialize(self, context) -> None:
         props = context.system_properties
         model_dir = props.get("model_dir", ".")
-        gpu_id = props.get("gpu_id")
-        on_gpu = torch.cuda.is_available() and gpu_id is not None
-        device = torch.device(f"cuda:{gpu_id}" if on_gpu else "cpu")
+        device = torchserve_device(props.get("gpu_id"))
         # Optional knobs from the archive's model-config.yaml, section "handler".
-        knobs = (getattr(context, "model_yaml_config", None) or {}).get("handler", {}) or {}
-        self.batch_size = int(knobs.get("clip_batch", DEFAULT_BATCH))
-        self.amp = bool(knobs.get("amp", False)) and on_gpu
+        knobs = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
+        self.batch_size, self.amp = handler_knobs(knobs, device)
         self.net = load_model_dir(model_dir, device)
         card_path = os.path.join(model_dir, CARD_FILENAME)
         if os.path.exists(card_path):
@@ -132,6 +139,8 @@ class DJLDMLHandler:
     def handle(self, data: list, context) -> list:
         if _is_describe(context):  # GET /models/<name>?customized=true
             return [json.dumps(self.card)]
+        if self.net is None:
+            raise RuntimeError("handle() before initialize()")
         results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror)
         out = []
         for idx, (status, body) in enumerate(postprocess(results)):
