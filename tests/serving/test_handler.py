@@ -148,7 +148,8 @@ class C:
     def set_response_status(self, *a, **k): raise AssertionError("error status")
     def set_response_content_type(self, *a): pass
 h.handle(None, C())
-print("runtime", getattr(h._service.net, "runtime", "torch"))
+from djldml.serving import handler as logic
+print("runtime", getattr(logic._service.net, "runtime", "torch"))
 body = open({str(tmp_path / "clips.npy")!r}, "rb").read()
 print(h.handle([{{"body": body}}], C())[0])
 """
