@@ -28,7 +28,7 @@ from .jobs import Job, JobStore, StoreUnavailable, new_job_id
 from .metrics import Metrics
 from .processing import face_config, preprocessing_check
 from .settings import Settings
-from .storage import LocalUploadStorage
+from .storage import StorageUnavailable, UploadStorage
 
 log = logging.getLogger("service.gateway")
 
@@ -45,7 +45,7 @@ class Submitted:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: JobStore, storage: LocalUploadStorage, backend: InferenceBackend,
+    def __init__(self, settings: Settings, store: JobStore, storage: UploadStorage, backend: InferenceBackend,
                  runner, metrics: Metrics):
         self.settings, self.store, self.storage, self.backend, self.runner = settings, store, storage, backend, runner
         self.metrics = metrics
@@ -102,7 +102,8 @@ class Gateway:
                         with contextlib.suppress(StoreUnavailable):  # else it expires with the job TTL
                             await to_thread.run_sync(self.store.release_key, scope)
             except BaseException:
-                self.storage.delete(upload.path)
+                with contextlib.suppress(StorageUnavailable):  # the sweeper deletes it once the store is back
+                    self.storage.delete(upload.path)
                 raise
         finally:
             if not created:
@@ -116,9 +117,12 @@ class Gateway:
             if field == "callback_url" and value:
                 callbacks.check_url(value, owner, self.settings)
 
-        return await receive_video(request, self.storage, self.settings.max_upload_bytes,
-                                   self.settings.upload_idle_timeout_s, name=name, text_fields=FORM_FIELDS,
-                                   check_field=check)
+        try:
+            return await receive_video(request, self.storage, self.settings.max_upload_bytes,
+                                       self.settings.upload_idle_timeout_s, name=name, text_fields=FORM_FIELDS,
+                                       check_field=check)
+        except StorageUnavailable as exc:  # the object store, not the client: 503, retry later
+            raise Problem(exc.code, str(exc)) from None
 
     @staticmethod
     def _fingerprint(upload: ReceivedUpload) -> str:
@@ -133,10 +137,14 @@ class Gateway:
             await self._store_op_in_thread(self.store.release_key, scope)
         return Submitted(idempotency.replayed_job_id(record, fingerprint, job is not None), replayed=True)
 
-    def _probe(self, path) -> None:
-        """Open the file with the pipeline's own probe: not-a-video / too long / too short answer at once."""
+    def _probe(self, ref) -> None:
+        """Open the file with the pipeline's own probe: not-a-video / too long / too short answer at once.
+        (An object store hands over the gateway's local spool of the upload: service.s3_storage.)"""
         try:
-            probe(path, face_config(self.settings))
+            with self.storage.local_copy(ref) as path:
+                probe(path, face_config(self.settings))
+        except StorageUnavailable as exc:
+            raise Problem(exc.code, str(exc)) from None
         except DJLDMLError as exc:
             raise Problem(exc.code if exc.code in PROBLEMS else "not_a_video", exc.message) from None
         except Exception as exc:  # whatever the demuxer throws at a hostile file, it is the file's fault
@@ -190,7 +198,7 @@ class Gateway:
         self._backend_state = (0.0, False, "")  # /readyz always asks afresh
         checks = {}
         for name, check in (("job_store", self.store.ping), ("queue", self.runner.ready),
-                            ("backend", self.backend_ready)):
+                            ("backend", self.backend_ready), ("upload_store", self.storage.ready)):
             ok, reason = check()
             checks[name] = "ok" if ok else (reason or "not ready")
         ready = all(v == "ok" for v in checks.values())

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+from anyio import to_thread
 from fastapi import Request
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
@@ -33,12 +34,13 @@ _MULTIPART_SLACK = 128 * 1024
 _MAX_OTHER_FIELDS_BYTES = 64 * 1024
 _MAX_HEADER_BYTES = 8 * 1024  # one part's headers (a header that never ends must not grow without bound)
 _MAX_NAMES_SHOWN = 5
+_FEED_BYTES = 256 * 1024  # bytes handed to the parser per thread hop (reads are ≈64 KiB)
 _ACCEPTED_PART_TYPES = ("application/octet-stream", "application/mp4", "application/x-matroska", "")
 
 
 @dataclass
 class ReceivedUpload:
-    path: Path
+    path: str | Path  # the storage's reference: a path (local directory) or s3://bucket/key (object store)
     size: int
     sha256: str = ""  # hex SHA-256 of the video part's bytes
     fields: dict[str, str] = field(default_factory=dict)  # the text fields asked for that were sent
@@ -77,6 +79,10 @@ async def receive_video(request: Request, storage: UploadStorage, limit: int, id
 
     state = _PartState(storage, limit, name, text_fields, check_field)
     received = 0
+    # The parser and the storage writer run in a worker thread, a batch of reads at a time: a write may block
+    # (disk, or an object store's part upload) and must not stall the event loop and every other request.
+    batch: list[bytes] = []
+    batched = 0
     try:
         # Any exception of the parser — including its constructor (e.g. an over-long boundary) — is the
         # body's fault: it lands in the `except Exception` below as a 422, never as a 500.
@@ -91,8 +97,14 @@ async def receive_video(request: Request, storage: UploadStorage, limit: int, id
             received += len(chunk)
             if received > body_limit:  # every part counts, not only the video's bytes
                 raise UploadTooLarge("request body too large")
-            parser.write(chunk)
-        parser.finalize()
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= _FEED_BYTES:
+                await to_thread.run_sync(parser.write, b"".join(batch))
+                batch, batched = [], 0
+        if batch:
+            await to_thread.run_sync(parser.write, b"".join(batch))
+        await to_thread.run_sync(parser.finalize)
     except UploadTooLarge:
         state.abort()
         raise Problem("upload_too_large", f"the limit is {limit} bytes") from None
