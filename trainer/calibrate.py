@@ -5,9 +5,11 @@
 
 The development videos (held-out subjects, never the test split) are scored exactly as the service scores them
 (``trainer evaluate --videos``' path, without any calibration), then one of djldml.calibration's methods is
-fitted: ``temperature`` (default; minimises the development NLL) or ``conformal`` (split-conformal widening of the
-interval). A run directory's ``calibration.json`` is read by ``trainer evaluate`` and packed by ``trainer export``
-into the card's ``inference.calibration``; ``trainer evaluate --calibration FILE`` applies any such file.
+fitted: ``gaussian`` (default: σ of a Gaussian around the score by maximum likelihood), ``temperature`` (T by
+minimum NLL) or ``conformal`` (split-conformal widening of the interval) — docs/training.md, "Calibration", has
+what each measured and why gaussian is the default. A run directory's ``calibration.json`` is read by
+``trainer evaluate`` and packed by ``trainer export`` into the card's ``inference.calibration``;
+``trainer evaluate --calibration FILE`` applies any such file.
 """
 
 from __future__ import annotations
