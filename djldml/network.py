@@ -109,14 +109,24 @@ class DJLDMLNet(nn.Module):
             return NetOutput(logits=out, score=None, embedding=emb)
         return NetOutput(logits=None, score=out.squeeze(1), embedding=emb)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (djldml.runtime.ClipNetwork)."""
+        return next(self.parameters()).device
+
     @torch.no_grad()
     def clip_distributions(self, x: torch.Tensor) -> torch.Tensor:
         """Per-clip probability distributions ``[N, 64]`` (float32) — the input of the prediction contract."""
-        out = self.forward(x)
-        if out.logits is not None:
-            return torch.softmax(out.logits.float(), dim=1)
-        assert out.score is not None  # a regression head always gives a score
-        return labels.point_distribution(out.score.float())
+        return head_distributions(self.config, self.head(self.fc(self.features(x))))
+
+
+def head_distributions(config: NetConfig, head_out: torch.Tensor) -> torch.Tensor:
+    """The head's raw output → per-clip distributions float32 ``[N, 64]``: softmax of the ``[N, 64]`` logits
+    (distribution head, LDL), or the point distribution at the ``[N, 1]`` score (regression head). The one rule,
+    also applied to what djldml.runtime's OpenVINO model returns."""
+    if config.head == "distribution":
+        return torch.softmax(head_out.float(), dim=1)
+    return labels.point_distribution(head_out.squeeze(1).float())
 
 
 def build_network(config: NetConfig | str = "c3d", **overrides) -> DJLDMLNet:

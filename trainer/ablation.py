@@ -1,4 +1,5 @@
-"""The ablation of docs/method.md §3 ("Joint objective"): train and evaluate each objective with the same data, seed and settings.
+"""The ablation of docs/method.md §3 ("Joint objective"): each objective trained and evaluated with the same data,
+seed and settings.
 
 ``python -m trainer ablation --config trainer/configs/synthetic.toml`` trains ``regression``, ``ldl``,
 ``regression+dml`` and ``djldml`` one after another (runs in ``<out>/<objective>``), evaluates each best.pt on

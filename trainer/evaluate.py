@@ -43,6 +43,7 @@ from djldml.inference import clip_distributions, mirror_average
 from djldml.model_file import load_model, read_model_file
 from djldml.network import DJLDMLNet
 from djldml.prediction import VideoPrediction, predict_video
+from djldml.runtime import ClipNetwork
 from djldml.scoring import score_video
 
 from .calibration_file import read_calibration, run_calibration
@@ -77,7 +78,7 @@ class VideoResult:
 class ScoringModel:
     """A loaded network with what scoring a raw video needs beyond it, as the service would have it."""
 
-    net: DJLDMLNet
+    net: ClipNetwork  # a DJLDMLNet, or for an archive what djldml.runtime made of it
     preprocessing: dict[str, Any]  # the card's record: clip geometry in time, landmark settings, selection
     mirror: bool  # the card's inference.mirror_average
     clip_batch: int  # the archive handler's clip_batch
@@ -97,7 +98,8 @@ def scoring_model(model: str | Path, device: Any = "cpu") -> ScoringModel:
     path = Path(model)
     if path.suffix == ".mar":
         archive = open_archive(path)
-        return ScoringModel(archive.load_network(device), archive.card.preprocessing,
+        # the engine the service would run it on (djldml.runtime), so the scores equal the service's
+        return ScoringModel(archive.load_for_inference(device), archive.card.preprocessing,
                             mirror_average(archive.card.inference),
                             int(archive.handler_knobs.get("clip_batch", CLIP_BATCH)), "archive",
                             input_normalisation(archive.card.inference), calibration_of(archive.card.inference))

@@ -30,19 +30,9 @@ from djldml.faces import FaceConfig, iter_aligned_frames
 from djldml.faces.provenance import preprocessing
 from djldml.openmp import openmp_threads
 
+from .face_file import CODECS, FaceFile, FaceFileWriter, StoreError
 from .manifest import SOURCES, SourceVideo, discover, warn_shared_subjects
-from .store import (
-    CODECS,
-    INFO,
-    MANIFEST,
-    FaceFile,
-    FaceFileWriter,
-    StoreError,
-    VideoRecord,
-    face_file_name,
-    valid_clip_starts,
-    write_manifest,
-)
+from .store import INFO, MANIFEST_CSV, VideoRecord, face_file_name, valid_clip_starts, write_manifest
 
 FORMAT = "djldml-prepared/1"
 REPORT = "prepare_report.json"
@@ -175,7 +165,7 @@ def _write_outputs(result: PrepareResult, by_id: dict[str, SourceVideo], kind: s
         records.append(VideoRecord(video_id=o.video_id, bdi=v.bdi, split=v.split, subject=v.subject,
                                    n_frames=o.n_frames, fps=o.fps, n_faces=o.n_faces,
                                    file=face_file_name(o.video_id)))
-    write_manifest(root / MANIFEST, records)
+    write_manifest(root / MANIFEST_CSV, records)
     synthetic = bool(by_id) and all(v.synthetic for v in by_id.values())
     info: dict[str, Any] = {
         "format": FORMAT,

@@ -94,7 +94,7 @@ def _save(obj: dict, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:
+def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:  # noqa: C901, PLR0915 (steps: issue 12)
     """Train per ``cfg`` on ``dataset`` (default: the prepared dataset at ``cfg.data``); returns the run dir."""
     # --- processes and device. torchrun sets RANK; a plain `python -m trainer train` is one process. ---
     ddp = int(os.environ.get("RANK", -1)) != -1

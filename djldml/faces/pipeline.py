@@ -85,7 +85,7 @@ class _Stats:
             self.dropped[reason] = self.dropped.get(reason, 0) + n
 
 
-class _Session:
+class _FaceTracker:
     """One video being processed: its probe, deadline, geometry, tracker state and counters."""
 
     def __init__(self, path: str | Path, config: FaceConfig):
@@ -102,7 +102,7 @@ class _Session:
         self.survey = survey(self.path, config, self.info, self.deadline)
         self.info = info = self.survey.apply(self.info)
         self.stats.seconds["survey"] = self.survey.seconds
-        self.s2d = stored_to_display(info.rotation, info.stored_width, info.stored_height, info.hflip)
+        self.display_from_stored = stored_to_display(info.rotation, info.stored_width, info.stored_height, info.hflip)
         self.larger_scale = self.survey.larger_scale  # small faces: detect at the larger scale (orientation.py)
         larger = FrameConverter(info.rotation, larger_width(config, info), info.hflip)
         normal = FrameConverter(info.rotation, config.detect_width, info.hflip)
@@ -157,10 +157,10 @@ class _Session:
         face = None
         full = whole_frame or self.previous is None or self._since_full + 1 >= self.config.full_detect_every
         if not full and self.previous is not None:  # (not full implies a previous face)
-            face = self._near(bgr, sx, sy, self.previous)
+            face = self._detect_near(bgr, sx, sy, self.previous)
             self._since_full += 1
         if face is None:
-            face = self._whole(bgr, sx, sy)
+            face = self._detect_whole_frame(bgr, sx, sy)
             self._since_full = 0
             if face is None and self._larger is not None:
                 face = self._search_larger(df)
@@ -172,19 +172,19 @@ class _Session:
         self.stats.seconds["detect"] += time.perf_counter() - t
         return face
 
-    def _near(self, bgr: np.ndarray, sx: float, sy: float, around: Face) -> Face | None:
+    def _detect_near(self, bgr: np.ndarray, sx: float, sy: float, around: Face) -> Face | None:
         self.stats.crop_detections += 1
         faces = detect_near(bgr, sx, sy, around, self.config, self.info.height)
         return choose_face(faces, around)
 
-    def _whole(self, bgr: np.ndarray, sx: float, sy: float) -> Face | None:
+    def _detect_whole_frame(self, bgr: np.ndarray, sx: float, sy: float) -> Face | None:
         if not self.larger_scale:  # a face that needs the larger scale is too small for a half-scale look
             h, w = bgr.shape[:2]
             coarse = cv2.resize(bgr, (max(2, w // 2), max(2, h // 2)), interpolation=cv2.INTER_AREA)
             cx, cy = sx * w / coarse.shape[1], sy * h / coarse.shape[0]
             found = choose_face(self._locate(coarse, cx, cy), self.previous)
             if found is not None:
-                face = self._near(bgr, sx, sy, found)
+                face = self._detect_near(bgr, sx, sy, found)
                 if face is not None:
                     return face
         return self._refined(bgr, sx, sy, choose_face(self._locate(bgr, sx, sy), self.previous))
@@ -197,7 +197,7 @@ class _Session:
         at its best size (detect.NEAR_SQUARE_PX), as everywhere else; None when it is under the size floor."""
         if found is None:
             return None
-        face = self._near(bgr, sx, sy, found)
+        face = self._detect_near(bgr, sx, sy, found)
         if face is None and large_enough(found, self.config, self.info.height):
             return found
         return face
@@ -221,13 +221,13 @@ class _Session:
         t = time.perf_counter()
         size = self.config.face_size
         faces = np.zeros((len(frames), size, size, 3), np.uint8)
-        matrices = alignment_matrices(landmarks, size, self.s2d)
+        matrices = alignment_matrices(landmarks, size, self.display_from_stored)
         for j, df in enumerate(frames):
             fw, fh = df.frame.width, df.frame.height
             m = matrices[j]
             if (fw, fh) != (self.info.stored_width, self.info.stored_height):  # size changed mid-stream
-                s2d = stored_to_display(self.info.rotation, fw, fh, self.info.hflip)
-                m = alignment_matrices(landmarks[j : j + 1], size, s2d)[0]
+                display_from_stored = stored_to_display(self.info.rotation, fw, fh, self.info.hflip)
+                m = alignment_matrices(landmarks[j : j + 1], size, display_from_stored)[0]
             x0, y0, x1, y1 = source_region(m, size, fw, fh)
             if x1 > x0 and y1 > y0:  # else the face lies outside the frame: black, as the warp's border
                 faces[j] = warp(self.converter.rgb_region(df.frame, x0, y0, x1, y1), shifted(m, x0, y0), size)
@@ -307,13 +307,13 @@ class _Session:
 
 
 def _detect_each(
-    session: _Session, start: Face | None, frames: list[DecodedFrame]
+    session: _FaceTracker, start: Face | None, frames: list[DecodedFrame]
 ) -> list[Face | None]:
     """Run the detector on each of ``frames`` in turn, following the face from ``start``.
 
     What both modes do between two detections that do not continue each other (the face moved fast, appeared,
     vanished, or another face took over): look at every frame rather than guess. Each search starts on a
-    square around the face of the frame before (:meth:`_Session.detect`), so a face that moves briskly is
+    square around the face of the frame before (:meth:`_FaceTracker.detect`), so a face that moves briskly is
     followed frame by frame; an empty square falls back to the whole frame.
     """
     session.previous = start
@@ -330,7 +330,7 @@ def _one_face(chain: list[Face | None]) -> list[Face] | None:
 # --- dense: every frame ----------------------------------------------------------------------------------------
 
 
-def _dense_landmarks(session: _Session) -> Iterator[tuple[DecodedFrame, np.ndarray | None]]:
+def _dense_landmarks(session: _FaceTracker) -> Iterator[tuple[DecodedFrame, np.ndarray | None]]:
     """Every frame of the timeline with the interviewee's landmarks (None: no face), detecting every k-th frame.
 
     Each detection is smoothed with its two neighbours (:func:`_smoothed`), so a detection is emitted, with the
@@ -361,7 +361,7 @@ def _dense_landmarks(session: _Session) -> Iterator[tuple[DecodedFrame, np.ndarr
 _INTERPOLATE = object()  # in a gap: the frame's landmarks lie between the (smoothed) detections around it
 
 
-def _resolve(session: _Session, a: Face | None, b: Face | None, between: list[DecodedFrame]
+def _resolve(session: _FaceTracker, a: Face | None, b: Face | None, between: list[DecodedFrame]
              ) -> list[tuple[DecodedFrame, object]]:
     """What the frames strictly between two detections ``a`` and ``b`` get: interpolation between them when
     they are one face, else each frame's own detection (landmarks or None)."""
@@ -416,7 +416,7 @@ class AlignedFrames:
     """
 
     def __init__(self, path: str | Path, config: FaceConfig = FaceConfig()):
-        self.session = _Session(path, config)
+        self.session = _FaceTracker(path, config)
         self.info = self.session.info
         self.report: QualityReport | None = None
         self._iter = self._run()
@@ -524,77 +524,119 @@ class _Window:
     faces: list[tuple[int, Face]] = field(default_factory=list)  # (offset, detection), by offset
 
 
-def _sampled_clips(session: _Session) -> tuple[list[np.ndarray], list[ClipMeta], list[np.ndarray]]:
-    c = session.config
-    span, stride, k = c.clip_span, c.temporal_stride, c.detect_every
-    detect_at = sorted(set(range(0, span, k)) | {span - 1})  # window offsets that are detected
-    segments = clip_segments(session.timeline.n_frames, span, c.max_clips or 1)
-    clips: list[np.ndarray] = []
-    metas: list[ClipMeta] = []
-    marks: list[np.ndarray] = []
-    seg = 0
-    plan = ResampledSkipPlan(session.timeline)  # plan.needed: the first timeline frame at which a window may start
-    plan.needed = segments[0][0]
-    window: _Window | None = None
-    previous = -1  # timeline index of the last frame seen: a window must not have holes
+def _sampled_clips(session: _FaceTracker) -> tuple[list[np.ndarray], list[ClipMeta], list[np.ndarray]]:
+    """The sampled mode's clips, their metadata and landmarks (see :class:`_SampledClips`)."""
+    return _SampledClips(session).run()
 
-    decoded = session.frames(skip=plan)
-    for df in decoded:
-        i = df.index
-        if window is not None and i != previous + 1:
-            # A frame missing inside the window (corrupt packet): its clip would not be T consecutive frames.
-            session.stats.drop("decode_gap", previous + 1 - window.start)
-            window, plan.needed = None, i
-        previous = i
-        if window is None:
-            while seg < len(segments) and plan.needed >= segments[seg][1]:
-                seg += 1  # this segment has no usable window left; try the next one from its first frame
-                if seg < len(segments):
-                    plan.needed = max(plan.needed, segments[seg][0])
-            if seg >= len(segments):
-                break  # every segment is done: the rest of the video needs no decoding
-            if i < plan.needed:
-                continue
-            window = _Window(i)
-        offset = i - window.start
+
+class _SampledClips:
+    """The sampled mode's search: the timeline is cut into ``max_clips`` segments (clip_segments), and each gives
+    the first window of ``clip_span`` consecutive frames in it with the interviewee throughout. Frames stream by
+    once; GOPs before the next frame a window may start at are not decoded (``plan.needed``)."""
+
+    def __init__(self, session: _FaceTracker):
+        c = self.config = session.config
+        self.session = session
+        self.span, self.stride, self.k = c.clip_span, c.temporal_stride, c.detect_every
+        self.detect_at = sorted(set(range(0, self.span, self.k)) | {self.span - 1})  # window offsets detected
+        self.segments = clip_segments(session.timeline.n_frames, self.span, c.max_clips or 1)
+        self.seg = 0  # the segment whose window is sought
+        self.plan = ResampledSkipPlan(session.timeline)  # .needed: the first frame at which a window may start
+        self.plan.needed = self.segments[0][0]
+        self.clips: list[np.ndarray] = []
+        self.metas: list[ClipMeta] = []
+        self.marks: list[np.ndarray] = []
+
+    def run(self) -> tuple[list[np.ndarray], list[ClipMeta], list[np.ndarray]]:
+        window: _Window | None = None
+        previous = -1  # timeline index of the last frame seen: a window must not have holes
+        decoded = self.session.frames(skip=self.plan)
+        for df in decoded:
+            i = df.index
+            if window is not None and i != previous + 1:
+                # A frame missing inside the window (corrupt packet): its clip would not be T consecutive frames.
+                self.session.stats.drop("decode_gap", previous + 1 - window.start)
+                window, self.plan.needed = None, i
+            previous = i
+            if window is None:
+                if not self._segment_left():
+                    break  # every segment is done: the rest of the video needs no decoding
+                if i < self.plan.needed:
+                    continue
+                window = _Window(i)
+            window = self._add(window, df)
+        decoded.close()  # stopped early when every segment is done: release the decoder now
+        self._keep_the_interviewee()
+        self._count_unused_frames()
+        return self.clips, self.metas, self.marks
+
+    def _segment_left(self) -> bool:
+        """Move on to the first segment that still has room for a window at ``plan.needed``; False when none."""
+        while self.seg < len(self.segments) and self.plan.needed >= self.segments[self.seg][1]:
+            self.seg += 1  # this segment has no usable window left; try the next one from its first frame
+            if self.seg < len(self.segments):
+                self.plan.needed = max(self.plan.needed, self.segments[self.seg][0])
+        return self.seg < len(self.segments)
+
+    def _add(self, window: _Window, df: DecodedFrame) -> _Window | None:
+        """``df`` joins the window (detected at the detection offsets); None once the window is given up or done."""
+        offset = df.index - window.start
         window.frames.append(df)
-        if offset in detect_at:
-            face = session.detect(df, whole_frame=offset == 0)
-            found = face is not None
-            if face is not None and window.faces and not same_face(window.faces[-1][1], face):
-                face = _follow(session, window, offset, face)  # moved briskly, or another face
-            if face is None:
-                session.stats.drop("no_face", offset + (0 if found else 1))
-                # No face here: the next k-1 frames are unlikely to have one. A different face: afresh from it.
-                window, plan.needed = None, i + (0 if found else k)
-                continue
-            window.faces.append((offset, face))
-        if offset == span - 1:  # complete: interpolate, convert and align only the clip's frames
-            frames = window.frames[::stride]
-            lm = _window_landmarks(range(0, span, stride), window.faces)
-            clips.append(session.align(frames, lm))
-            marks.append(lm)
-            metas.append(ClipMeta(first_frame=window.start, last_frame=i, start_time=window.frames[0].time))
-            seg += 1
-            window = None
-            plan.needed = max(i + 1, segments[seg][0]) if seg < len(segments) else i + 1
-    decoded.close()  # stopped early when every segment is done: release the decoder now
-    session.stats.skipped_gops = plan.gops_skipped
-    if len(clips) > 1:  # the interviewee is the most persistent face: drop clips of a face seen only for a while
-        keep = persistent_clips(np.stack(marks))
-        session.stats.drop("other_face", int((~keep).sum()) * span)
-        kept = np.flatnonzero(keep)
-        clips, metas, marks = [clips[j] for j in kept], [metas[j] for j in kept], [marks[j] for j in kept]
-    session.stats.drop("stride", len(clips) * (span - c.clip_length))
-    dropped = session.stats.dropped
-    examined = sum(dropped.get(r, 0) for r in ("no_face", "decode_gap", "other_face"))  # frames of windows
-    session.stats.drop("not_sampled", session.timeline_frames - len(clips) * span - examined)
-    # Never produced: in GOPs skipped because no window needed them, or after every clip was found.
-    session.stats.drop("not_decoded", session.timeline.n_frames - session.timeline_frames)
-    return clips, metas, marks
+        if offset in self.detect_at and not self._detect(window, df, offset):
+            return None
+        if offset == self.span - 1:
+            self._complete(window, df.index)
+            return None
+        return window
+
+    def _detect(self, window: _Window, df: DecodedFrame, offset: int) -> bool:
+        """Detect the interviewee at ``offset``; False (window given up, ``plan.needed`` moved on) without them."""
+        session = self.session
+        face = session.detect(df, whole_frame=offset == 0)
+        found = face is not None
+        if face is not None and window.faces and not same_face(window.faces[-1][1], face):
+            face = _follow(session, window, offset, face)  # moved briskly, or another face
+        if face is None:
+            session.stats.drop("no_face", offset + (0 if found else 1))
+            # No face here: the next k-1 frames are unlikely to have one. A different face: afresh from it.
+            self.plan.needed = df.index + (0 if found else self.k)
+            return False
+        window.faces.append((offset, face))
+        return True
+
+    def _complete(self, window: _Window, last: int) -> None:
+        """The window is complete: interpolate, convert and align only the clip's frames; next segment."""
+        frames = window.frames[:: self.stride]
+        lm = _window_landmarks(range(0, self.span, self.stride), window.faces)
+        self.clips.append(self.session.align(frames, lm))
+        self.marks.append(lm)
+        self.metas.append(ClipMeta(first_frame=window.start, last_frame=last, start_time=window.frames[0].time))
+        self.seg += 1
+        self.plan.needed = max(last + 1, self.segments[self.seg][0]) if self.seg < len(self.segments) else last + 1
+
+    def _keep_the_interviewee(self) -> None:
+        """The interviewee is the most persistent face: drop clips of a face seen only for a while."""
+        if len(self.clips) > 1:
+            keep = persistent_clips(np.stack(self.marks))
+            self.session.stats.drop("other_face", int((~keep).sum()) * self.span)
+            kept = np.flatnonzero(keep)
+            self.clips = [self.clips[j] for j in kept]
+            self.metas = [self.metas[j] for j in kept]
+            self.marks = [self.marks[j] for j in kept]
+
+    def _count_unused_frames(self) -> None:
+        """The quality report's account of every timeline frame that is in no clip."""
+        session, span = self.session, self.span
+        session.stats.skipped_gops = self.plan.gops_skipped
+        session.stats.drop("stride", len(self.clips) * (span - self.config.clip_length))
+        dropped = session.stats.dropped
+        examined = sum(dropped.get(r, 0) for r in ("no_face", "decode_gap", "other_face"))  # frames of windows
+        session.stats.drop("not_sampled", session.timeline_frames - len(self.clips) * span - examined)
+        # Never produced: in GOPs skipped because no window needed them, or after every clip was found.
+        session.stats.drop("not_decoded", session.timeline.n_frames - session.timeline_frames)
 
 
-def _follow(session: _Session, window: _Window, offset: int, face: Face) -> Face | None:
+def _follow(session: _FaceTracker, window: _Window, offset: int, face: Face) -> Face | None:
     """``face`` at ``offset`` does not continue the window's last detection: detect every frame in between, as
     the dense mode does, and keep the window only if one face is followed throughout. Returns the face at
     ``offset`` (re-detected while following) or None; the in-between detections join ``window.faces``."""
@@ -657,7 +699,7 @@ def extract_face_clips_with_landmarks(
         report = stream.report
         faces_seen = stream.frames.session.stats.faces_seen
     else:
-        session = _Session(path, config)
+        session = _FaceTracker(path, config)
         clips, metas, marks = _sampled_clips(session)
         report = session.report(clips_made=len(clips), frames_with_face=len(clips) * config.clip_length, mode="sampled")
         faces_seen = session.stats.faces_seen

@@ -6,14 +6,15 @@ definitions they restate.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from djldml import labels
 
-from ..jobs import JobState
+from ..jobs import Job, JobState
+from .problems import PROBLEMS
 
 
 class Interval(BaseModel):
@@ -113,7 +114,19 @@ class JobStatus(BaseModel):
     updated_at: datetime = Field(description="last status or progress change (UTC)")
     result: PredictionResult | None = Field(None, description="present when status is done")
     error: JobError | None = Field(None, description="present when status is failed")
-    links: dict[str, str] = Field(default_factory=dict, description="self: this job's URL")
+    callback_url: str | None = Field(None, description="where the job's end is POSTed (signed), if asked for")
+    faces_preview: bool = Field(False, description="true: a contact sheet of the aligned faces the model saw is "
+                                                   "kept with the job (links.faces once done)")
+    links: dict[str, str] = Field(default_factory=dict, description="self: this job's URL; faces: its contact "
+                                                                    "sheet (JPEG), when kept")
+
+
+class CallbackEvent(BaseModel):
+    """What the service POSTs to a job's ``callback_url`` when the job ends (Standard Webhooks signed)."""
+
+    type: Literal["job.done", "job.failed"] = Field(description="job.done or job.failed")
+    timestamp: datetime = Field(description="when the job ended (UTC)")
+    data: JobStatus = Field(description="the job's document, as GET /jobs/{id} answers it")
 
 
 class ProblemDoc(BaseModel):
@@ -140,3 +153,20 @@ class Readiness(BaseModel):
 
 class Models(BaseModel):
     models: list[Model] = Field(description="the model this service serves")
+
+
+def job_status(job: Job) -> JobStatus:
+    """The client's view of a stored job (service.jobs.Job): no owner, upload path or idempotency scope."""
+    error = None
+    if job.error:
+        code = job.error.get("code", "internal_error")
+        p = PROBLEMS.get(code, PROBLEMS["internal_error"])
+        error = JobError(code=code, status=p.status, title=p.title, detail=job.error.get("detail"))
+    links = {"self": f"/jobs/{job.id}"}
+    if job.faces_preview and job.status == "done":
+        links["faces"] = f"/jobs/{job.id}/faces"
+    return JobStatus(
+        id=job.id, status=job.status, progress=min(1.0, max(0.0, job.progress)),
+        created_at=datetime.fromtimestamp(job.created_at, UTC), updated_at=datetime.fromtimestamp(job.updated_at, UTC),
+        result=job.result, error=error, callback_url=job.callback_url, faces_preview=job.faces_preview, links=links,
+    )

@@ -4,16 +4,21 @@ FastAPI's ``UploadFile`` would spool the whole body to a temp file before our co
 fire only after everything was received, and the data would be written twice). Here the raw body stream goes
 through python-multipart's push parser; the ``video`` part's bytes go to an :class:`~service.storage.UploadWriter`
 which refuses the upload the moment it passes the limit. Other form fields are ignored (bounded in size), and
-the whole body is counted against the limit too. Each read of the body has an idle timeout, so a client that
-stops sending cannot hold a connection and a partial file open.
+the whole body is counted against the limit too. The video's bytes are hashed (SHA-256) as they stream by, for
+the Idempotency-Key fingerprint; a few small text fields the caller names are kept and handed to a check the
+moment their part ends (so a refused ``callback_url`` sent before the video stops the upload there). Each read of
+the body has an idle timeout, so a client that stops sending cannot hold a connection and a partial file open.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+from anyio import to_thread
 from fastapi import Request
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
@@ -29,13 +34,16 @@ _MULTIPART_SLACK = 128 * 1024
 _MAX_OTHER_FIELDS_BYTES = 64 * 1024
 _MAX_HEADER_BYTES = 8 * 1024  # one part's headers (a header that never ends must not grow without bound)
 _MAX_NAMES_SHOWN = 5
+_FEED_BYTES = 256 * 1024  # bytes handed to the parser per thread hop (reads are ≈64 KiB)
 _ACCEPTED_PART_TYPES = ("application/octet-stream", "application/mp4", "application/x-matroska", "")
 
 
 @dataclass
 class ReceivedUpload:
-    path: Path
+    path: str | Path  # the storage's reference: a path (local directory) or s3://bucket/key (object store)
     size: int
+    sha256: str = ""  # hex SHA-256 of the video part's bytes
+    fields: dict[str, str] = field(default_factory=dict)  # the text fields asked for that were sent
 
 
 class _StorageFailure(Exception):
@@ -47,9 +55,13 @@ def _part_type_ok(content_type: str) -> bool:
 
 
 async def receive_video(request: Request, storage: UploadStorage, limit: int, idle_timeout_s: float = 30.0,
-                        name: str | None = None) -> ReceivedUpload:
+                        name: str | None = None, text_fields: Collection[str] = (),
+                        check_field: Callable[[str, str], None] | None = None) -> ReceivedUpload:
     """Stream the request's ``video`` part to storage (as ``<name>.upload``, ``name`` the job id); raise
     :class:`Problem` on anything but a plausible video. Whatever fails, no file is left behind.
+
+    ``text_fields``: names of form fields to keep (UTF-8 text, within the 64 KiB of other fields; a repeated
+    one keeps its last value); ``check_field(name, value)`` runs as each ends and may raise Problem.
 
     Raises Problem with code ``unsupported_media_type`` (not multipart, or a non-video part type),
     ``upload_too_large`` (the video part over ``limit`` bytes, or the whole body over ``limit`` + 128 KiB),
@@ -65,8 +77,12 @@ async def receive_video(request: Request, storage: UploadStorage, limit: int, id
     if declared and declared.isdigit() and int(declared) > body_limit:
         raise Problem("upload_too_large", f"the limit is {limit} bytes")
 
-    state = _PartState(storage, limit, name)
+    state = _PartState(storage, limit, name, text_fields, check_field)
     received = 0
+    # The parser and the storage writer run in a worker thread, a batch of reads at a time: a write may block
+    # (disk, or an object store's part upload) and must not stall the event loop and every other request.
+    batch: list[bytes] = []
+    batched = 0
     try:
         # Any exception of the parser — including its constructor (e.g. an over-long boundary) — is the
         # body's fault: it lands in the `except Exception` below as a 422, never as a 500.
@@ -81,8 +97,14 @@ async def receive_video(request: Request, storage: UploadStorage, limit: int, id
             received += len(chunk)
             if received > body_limit:  # every part counts, not only the video's bytes
                 raise UploadTooLarge("request body too large")
-            parser.write(chunk)
-        parser.finalize()
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= _FEED_BYTES:
+                await to_thread.run_sync(parser.write, b"".join(batch))
+                batch, batched = [], 0
+        if batch:
+            await to_thread.run_sync(parser.write, b"".join(batch))
+        await to_thread.run_sync(parser.finalize)
     except UploadTooLarge:
         state.abort()
         raise Problem("upload_too_large", f"the limit is {limit} bytes") from None
@@ -112,14 +134,19 @@ async def receive_video(request: Request, storage: UploadStorage, limit: int, id
     if w.size == 0 or not sniff_video(w.head):
         storage.delete(w.path)
         raise Problem("not_a_video", "the upload is empty or not a known video container")
-    return ReceivedUpload(w.path, w.size)
+    return ReceivedUpload(w.path, w.size, state.sha256.hexdigest(), state.fields)
 
 
 class _PartState:
     """python-multipart callbacks: collect each part's headers, route the video part's data to a writer."""
 
-    def __init__(self, storage: UploadStorage, limit: int, name: str | None = None):
+    def __init__(self, storage: UploadStorage, limit: int, name: str | None = None,
+                 text_fields: Collection[str] = (), check_field: Callable[[str, str], None] | None = None):
         self.storage, self.limit, self.name = storage, limit, name
+        self.text_fields, self.check_field = frozenset(text_fields), check_field
+        self.fields: dict[str, str] = {}
+        self.sha256 = hashlib.sha256()
+        self._text: tuple[str, bytearray] | None = None  # (name, bytes so far) of a kept text field
         self.other_names: list[str] = []  # names of the non-video fields sent (a few, for the error detail)
         self.video: UploadWriter | None = None
         self.video_done = False
@@ -140,7 +167,7 @@ class _PartState:
         }
 
     def _part_begin(self) -> None:
-        self._headers, self._field, self._value, self._current = {}, b"", b"", None
+        self._headers, self._field, self._value, self._current, self._text = {}, b"", b"", None, None
 
     def _header_bytes(self, attr: str, data: bytes) -> None:
         setattr(self, attr, getattr(self, attr) + data)
@@ -157,6 +184,8 @@ class _PartState:
         if field_name != FIELD:
             if len(self.other_names) < _MAX_NAMES_SHOWN:
                 self.other_names.append(field_name[:40])
+            if field_name in self.text_fields:
+                self._text = (field_name, bytearray())
             return
         if self.video is not None:
             raise Problem("invalid_request", "more than one 'video' field")
@@ -170,11 +199,14 @@ class _PartState:
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._current is not None:
+            self.sha256.update(data[start:end])
             try:
                 self._current.write(data[start:end])
             except OSError as exc:
                 raise _StorageFailure() from exc
         else:
+            if self._text is not None:
+                self._text[1].extend(data[start:end])
             self._other_bytes += end - start
             if self._other_bytes > _MAX_OTHER_FIELDS_BYTES:  # e.g. the video sent under another field name
                 raise Problem("invalid_request", self.missing_video_detail() if self.video is None else
@@ -192,6 +224,16 @@ class _PartState:
             self._current.close()
             self.video_done = True
         self._current = None
+        if self._text is not None:
+            name, raw = self._text
+            self._text = None
+            try:
+                value = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Problem("invalid_request", f"the form field {name!r} is not UTF-8 text") from None
+            if self.check_field:
+                self.check_field(name, value)
+            self.fields[name] = value
 
     def abort(self) -> None:
         if self.video is not None:

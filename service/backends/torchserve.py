@@ -3,7 +3,7 @@
 Clips are sent in requests that stay under TorchServe's ``max_request_size`` (``max_request_bytes`` here must
 not exceed it; default = TorchServe's default, 6,553,500 bytes ≈ 10 clips), several at once so that
 TorchServe's batching can run them together. Body and answer are the handler's wire format
-(service/torchserve_handler.py). Failures map onto two errors:
+(djldml/serving/handler.py). Failures map onto two errors:
 - ``BackendUnavailable`` (retry later): connection refused/reset, timeout, 5xx (503 no worker, 507 out of
   memory), 404 model not registered, or an auth failure (a deployment fault, not the caller's);
 - ``ModelError`` (do not retry): the handler rejected the clips (400 with its JSON error), or 413.
@@ -24,7 +24,7 @@ from djldml.clips import clips_to_bytes, validate_clips
 from djldml.errors import ModelError
 from djldml.model_card import ModelCard
 
-from .archive import info_from_card, open_archive
+from .archive import open_archive
 from .base import BackendUnavailable, ModelInfo
 
 #: TorchServe's default max_request_size; raise both together (docker/config.properties and this setting).
@@ -169,7 +169,7 @@ class TorchServeBackend:
         except (httpx.HTTPError, ValueError, IndexError) as exc:
             raise BackendUnavailable(f"cannot describe model {self.model_name} ({exc.__class__.__name__})") from None
         try:
-            return info_from_card(ModelCard.from_dict(card))
+            return ModelInfo.from_card(ModelCard.from_dict(card))
         except ModelError as exc:
             raise BackendUnavailable(f"model {self.model_name} describes itself badly ({exc.message})") from None
 

