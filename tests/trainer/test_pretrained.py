@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from djldml import inference as inference_module
 from djldml.clips import SPORTS1M_C3D, InputNormalisation, input_normalisation, to_tensor
 from djldml.errors import ModelError
 from djldml.inference import clip_distributions
@@ -167,7 +168,8 @@ def test_malformed_normalisation_refuses_the_card(bad):
 
 # --- fine-tune from Sports-1M-layout weights, export, serve ---------------------------------------------------------
 
-def test_fine_tuned_from_sports1m_weights_serves_with_their_normalisation(tmp_path, small_dataset, capsys):
+def test_fine_tuned_from_sports1m_weights_serves_with_their_normalisation(tmp_path, small_dataset, capsys,
+                                                                           monkeypatch):
     from service.backends.in_process import InProcessBackend
     from trainer.export import export_model
 
@@ -194,16 +196,27 @@ def test_fine_tuned_from_sports1m_weights_serves_with_their_normalisation(tmp_pa
     assert card["inference"]["input_normalisation"] == SPORTS1M_C3D.to_dict()
 
     clips = np.random.default_rng(3).integers(0, 256, (3, 16, 112, 112, 3), dtype=np.uint8)
-    backend = InProcessBackend(mar, device="cpu")
     seen = []
-    backend.net.features.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
-    served = backend.clip_distributions(clips)
+    real_to_tensor = inference_module.to_tensor
+
+    def recording_to_tensor(*args, **kwargs):
+        seen.append(real_to_tensor(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(inference_module, "to_tensor", recording_to_tensor)
+    trainer_side = clip_distributions(load_model(run), clips, mirror=True, normalisation=training_normalisation(saved))
+    seen.clear()
+    served = InProcessBackend(mar, device="cpu", runtime="torch").clip_distributions(clips)
     # the served tensor is the port's input: float RGB 0–255, no normalisation ([N, 3, T, H, W])
     assert torch.equal(seen[0], torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float())
-    trainer_side = clip_distributions(load_model(run), clips, mirror=True, normalisation=training_normalisation(saved))
     np.testing.assert_allclose(served, trainer_side, rtol=0, atol=1e-6)
     default = clip_distributions(load_model(run), clips, mirror=True)
     assert np.abs(default - served).max() > 1e-4  # the normalisation matters: serving without it would differ
+    # the service's default engine on the CPU (OpenVINO when installed) gets the same input
+    seen.clear()
+    engine = InProcessBackend(mar, device="cpu").clip_distributions(clips)
+    assert torch.equal(seen[0], torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float())
+    assert np.abs(engine - trainer_side).max() <= 2e-3  # float32 on another engine (tests/serving/test_runtime.py)
 
 
 def test_trainer_cli_exits_2_on_weights_that_match_nothing(tmp_path, monkeypatch, small_dataset, capsys):
