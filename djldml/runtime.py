@@ -4,14 +4,15 @@
 - On the CPU: OpenVINO when the ``openvino`` package is importable, else PyTorch. Measured on 2 cores (docs/deploy.md,
   ``python -m bench backends``) OpenVINO in float32 ran c3d-tiny and c3d-small 2.9–4.8× faster than eager PyTorch
   (the paper-size c3d only 0.9–1.4×); ONNX Runtime and ``torch.compile`` were slower than OpenVINO (and
-  ``torch.compile`` needs a C++ compiler and ~35 s per load).
+  ``torch.compile`` needs a C++ compiler and ~35 s per compile).
 - ``DJLDML_RUNTIME=torch`` forces PyTorch everywhere (``openvino`` forces OpenVINO and fails without it; ``auto``,
   the default, is the rule above). The in-process backend reads it through ``service.settings``; the TorchServe
   handler reads the environment its worker inherits.
 
 PyTorch stays the reference: OpenVINO runs in float32 (``INFERENCE_PRECISION_HINT=f32``). Its CPU default on a
-processor with AVX512-BF16 or AMX is bfloat16, which moved a peaked c3d-small distribution by up to 7.7e-4 —
-over the 1e-4 the served distribution may differ from PyTorch's (tests/serving/test_runtime.py).
+processor with AVX512-BF16 or AMX is bfloat16, which moved peaked distributions by up to 2.4e-3–5.7e-3
+(``bench backends``) — far over the 1e-4 the served distribution may differ from PyTorch's
+(tests/serving/test_runtime.py).
 
 Where the OpenVINO model comes from: ``trainer export`` writes the network as OpenVINO IR (``openvino/model.xml``
 and ``.bin``, float32, tagged with the sha256 of ``model.pt``) beside the state dict in the .mar, so loading is a
