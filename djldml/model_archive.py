@@ -21,6 +21,7 @@ from .errors import ModelError
 from .model_card import CARD_FILENAME, ModelCard, file_sha256
 from .model_file import MODEL_FILENAME, load_model
 from .network import DJLDMLNet
+from .runtime import IR_BIN, IR_XML, ClipNetwork, choose, load_model_dir
 
 MAR_MANIFEST = "MAR-INF/MANIFEST.json"  # the archiver's manifest (not a dataset's manifest.csv)
 
@@ -43,6 +44,18 @@ class ModelArchive:
         with zipfile.ZipFile(self.path) as z, tempfile.TemporaryDirectory(prefix="djldml-mar-") as tmp:
             z.extract(MODEL_FILENAME, tmp)
             return load_model(Path(tmp) / MODEL_FILENAME, device)
+
+    def load_for_inference(self, device: torch.device | str = "cpu", runtime: str | None = None) -> ClipNetwork:
+        """The archive's network on the engine djldml.runtime chooses for ``device`` and ``runtime`` (None: the
+        ``DJLDML_RUNTIME`` environment, else auto) — what the in-process backend serves, loaded as the TorchServe
+        handler loads it (:func:`djldml.runtime.load_model_dir`)."""
+        with zipfile.ZipFile(self.path) as z, tempfile.TemporaryDirectory(prefix="djldml-mar-") as tmp:
+            names = [MODEL_FILENAME]
+            if choose(device, runtime) == "openvino" and {IR_XML, IR_BIN} <= set(z.namelist()):
+                names += [IR_XML, IR_BIN]
+            for name in names:
+                z.extract(name, tmp)
+            return load_model_dir(tmp, device, runtime)
 
 
 def open_archive(path: str | Path) -> ModelArchive:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import tenacity
 
+from djldml.calibration import calibration_of
 from djldml.errors import DJLDMLError
 from djldml.faces import FaceConfig, extract_face_clips
 from djldml.faces.preview import contact_sheet
@@ -110,7 +111,8 @@ def _run(job_id: str, upload: str | Path, store: JobStore, backend: InferenceBac
         t = time.perf_counter()
         prediction = score_clips(
             clips, lambda batch: _infer_with_retries(backend, batch, settings), settings.inference_batch_clips,
-            on_batch=lambda done, n: _set(store, job_id, progress=0.5 + 0.45 * done / max(n, 1)))
+            on_batch=lambda done, n: _set(store, job_id, progress=0.5 + 0.45 * done / max(n, 1)),
+            calibration=calibration_of(info.extra.get("inference")))  # the card's; None: uncalibrated
         timings["inference"] = time.perf_counter() - t
         timings["total"] = time.time() - job.created_at
         check = preprocessing_check(info.extra, settings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -32,6 +32,10 @@ class Settings(BaseSettings):
         None, description="TorchServe's key_file.json (same host): keys read from it, again when it changes"
     )
     torchserve_max_request_bytes: int = Field(6_553_500, gt=0, description="TorchServe's max_request_size")
+    runtime: Literal["auto", "torch", "openvino"] = Field(
+        "auto", description="CPU inference engine of the in-process backend (and, read from the environment, of the "
+                            "TorchServe handler): auto = OpenVINO when installed, torch forces PyTorch; a GPU always "
+                            "runs PyTorch (djldml.runtime)")
     model_name: str = "djldml-demo"
     model_store: Path = Path("model_store")
     upload_dir: Path = Field(default_factory=default_upload_dir,

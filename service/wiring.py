@@ -47,7 +47,7 @@ def build_backend(s: Settings) -> InferenceBackend:
         )
     from .backends.in_process import InProcessBackend
 
-    return InProcessBackend(s.model_archive)
+    return InProcessBackend(s.model_archive, runtime=s.runtime)
 
 
 class UnavailableBackend:

@@ -6,7 +6,8 @@ The archive holds
   ``djldml`` sources it imports (djldml/serving/handler.py and on, found by following its imports), so the .mar
   runs in a stock TorchServe image;
 - ``model_card.json``: name, version, synthetic flag, net/training config, metrics, data description;
-- ``model-config.yaml``: TorchServe's batching (batchSize, maxBatchDelay) and the handler's knobs.
+- ``model-config.yaml``: TorchServe's batching (batchSize, maxBatchDelay) and the handler's knobs;
+- ``openvino/model.xml`` + ``model.bin``: the same network as OpenVINO IR, what CPUs run (djldml.runtime).
 
 The archive's own sha256 cannot be inside it: readers compute it (djldml.model_archive).
 """
@@ -32,6 +33,7 @@ from djldml.atomic import atomic_path
 from djldml.faces.provenance import selection
 from djldml.model_card import CARD_FILENAME, ModelCard, file_sha256
 from djldml.model_file import MODEL_FILENAME, load_model, read_model_file
+from djldml.runtime import write_ir
 
 from .store import INFO as STORE_INFO
 
@@ -128,9 +130,21 @@ def training_preprocessing(training: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def training_inference(training: dict[str, Any]) -> dict[str, Any]:
-    """The card's ``inference`` section: how the evaluation computed clip distributions beyond the network."""
-    return {"mirror_average": bool(training.get("test_time_mirror", False))}
+def training_inference(training: dict[str, Any], run: str | Path | None = None) -> dict[str, Any]:
+    """The card's ``inference`` section: how the evaluation computed clip distributions beyond the network —
+    mirror averaging, the input normalisation when not the default (trainer/normalisation.py) — and the
+    calibration of ``run``'s ``calibration.json`` when there is one (trainer/calibrate.py)."""
+    from .calibration_file import run_calibration
+    from .normalisation import training_normalisation
+
+    section: dict[str, Any] = {"mirror_average": bool(training.get("test_time_mirror", False))}
+    normalisation = training_normalisation(training)
+    if normalisation is not None:
+        section["input_normalisation"] = normalisation.to_dict()
+    calibration = run_calibration(run) if run is not None else None
+    if calibration is not None:
+        section["calibration"] = calibration.to_dict()
+    return section
 
 
 def _archiver() -> list[str]:
@@ -148,11 +162,13 @@ def _archiver() -> list[str]:
 
 def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name: str, version: str,
                  card: ModelCard | dict[str, Any] | None = None, *, batch_size: int = BATCH_SIZE,
-                 max_batch_delay_ms: int = MAX_BATCH_DELAY_MS, amp: bool = False) -> Path:
+                 max_batch_delay_ms: int = MAX_BATCH_DELAY_MS, amp: bool = False, openvino_ir: bool = True) -> Path:
     """Package a model file, a best.pt checkpoint or a run dir as a TorchServe archive at ``out_mar``; returns it.
 
     ``card`` supplies description, synthetic flag, training config, metrics and data description; name,
-    version and net_config are set here from the arguments and the model file.
+    version and net_config are set here from the arguments and the model file. ``openvino_ir``: also pack the
+    network as OpenVINO IR (``openvino/model.xml`` + ``.bin``, float32, as large again as the weights), what
+    djldml.runtime runs on CPUs; without it the service converts the state dict at load time (slower start).
     """
     model, facts = read_model_file(model_file_or_best_ckpt)
     fields = card.to_dict() if isinstance(card, ModelCard) else dict(card or {})
@@ -163,7 +179,7 @@ def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name:
     if not fields.get("preprocessing"):
         fields["preprocessing"] = training_preprocessing(fields.get("training") or {})
     if not fields.get("inference"):
-        fields["inference"] = training_inference(fields.get("training") or {})
+        fields["inference"] = training_inference(fields.get("training") or {}, model_file_or_best_ckpt)
     fields.update(name=name, version=str(version), net_config=model["net_config"])
     fields.setdefault("synthetic_demo", False)
     fields.pop("created", None)  # stamped now
@@ -173,9 +189,12 @@ def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name:
     with tempfile.TemporaryDirectory(prefix="djldml-export-") as tmp:
         stage = Path(tmp)
         torch.save(model, stage / MODEL_FILENAME)
-        load_model(stage / MODEL_FILENAME)  # refuse to package weights that do not load into their network
+        net = load_model(stage / MODEL_FILENAME)  # refuse to package weights that do not load into their network
         card_obj = ModelCard.from_dict({**fields, "model_sha256": file_sha256(stage / MODEL_FILENAME)})
         extra = stage / "extra"  # its *contents* land at the archive root: djldml/..., model_card.json
+        if openvino_ir:  # the CPU engine's model, so loading it is a read, not a conversion (djldml.runtime)
+            write_ir(net, str(extra), card_obj.model_sha256)
+        del net
         for src in handler_sources():
             dst = extra / src.relative_to(REPO)
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -217,6 +236,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="TorchServe requests per batch")
     parser.add_argument("--max-batch-delay-ms", type=int, default=MAX_BATCH_DELAY_MS)
     parser.add_argument("--amp", action="store_true", help="float16 autocast on GPU in the handler")
+    parser.add_argument("--no-openvino-ir", dest="openvino_ir", action="store_false",
+                        help="leave out the OpenVINO IR (smaller archive for GPU-only serving; CPU loads convert)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -227,7 +248,7 @@ def main(args: argparse.Namespace) -> int:
         fields["synthetic_demo"] = True
     out = Path(args.out or f"model_store/{args.name}.mar")
     path = export_model(args.checkpoint, out, args.name, args.version, fields, batch_size=args.batch_size,
-                        max_batch_delay_ms=args.max_batch_delay_ms, amp=args.amp)
+                        max_batch_delay_ms=args.max_batch_delay_ms, amp=args.amp, openvino_ir=args.openvino_ir)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {file_sha256(path)})")
     return 0
 

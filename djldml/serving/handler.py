@@ -27,13 +27,12 @@ from typing import Union
 import numpy as np
 import torch
 
-from djldml.clips import clips_from_bytes, validate_model_clips
+from djldml.clips import InputNormalisation, clips_from_bytes, input_normalisation, validate_model_clips
 from djldml.device import torchserve_device
 from djldml.errors import DJLDMLError, ModelError
 from djldml.inference import DEFAULT_BATCH, clip_distributions, mirror_average
 from djldml.model_card import CARD_FILENAME
-from djldml.model_file import MODEL_FILENAME, load_model
-from djldml.network import DJLDMLNet
+from djldml.runtime import ClipNetwork, load_model_dir, runtime_name
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +77,16 @@ def preprocess(requests: list) -> list[Parsed]:
     return parsed
 
 
-def inference(net: DJLDMLNet, parsed: list[Parsed], batch_size: int = DEFAULT_BATCH, amp: bool = False,
-              mirror: bool = False) -> list:
+def inference(net: ClipNetwork, parsed: list[Parsed], batch_size: int = DEFAULT_BATCH, amp: bool = False,
+              mirror: bool = False, normalisation: InputNormalisation | None = None) -> list:
     """One network run over all good requests' clips, split back per request (errors pass through);
-    ``mirror``: the model card's mirror averaging (djldml.inference.clip_distributions)."""
+    ``mirror``: the model card's mirror averaging, ``normalisation``: its input normalisation
+    (djldml.inference.clip_distributions)."""
     good = [p for p in parsed if isinstance(p, np.ndarray)]
     if not good:
         return list(parsed)
-    dists = clip_distributions(net, np.concatenate(good), batch_size=batch_size, amp=amp, mirror=mirror)
+    dists = clip_distributions(net, np.concatenate(good), batch_size=batch_size, amp=amp, mirror=mirror,
+                               normalisation=normalisation)
     out: list = []
     start = 0
     for p in parsed:
@@ -109,14 +110,18 @@ def postprocess(results: list) -> list[tuple[int, dict]]:
 
 
 class DJLDMLHandler:
-    """Holds the loaded network; TorchServe calls :func:`handle` (module level) which delegates here."""
+    """Holds the loaded network; TorchServe calls :func:`handle` (module level) which delegates here.
+
+    On the CPU the network runs on the engine djldml.runtime chooses (OpenVINO when installed; the environment's
+    ``DJLDML_RUNTIME=torch`` forces PyTorch); on a GPU on PyTorch."""
 
     def __init__(self) -> None:
-        self.net: DJLDMLNet | None = None
+        self.net: ClipNetwork | None = None
         self.card: dict = {}
         self.batch_size = DEFAULT_BATCH
         self.amp = False
         self.mirror = False
+        self.normalisation: InputNormalisation | None = None
 
     def initialize(self, context) -> None:
         props = context.system_properties
@@ -125,21 +130,22 @@ class DJLDMLHandler:
         # Optional knobs from the archive's model-config.yaml, section "handler".
         knobs = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
         self.batch_size, self.amp = handler_knobs(knobs, device)
-        self.net = load_model(os.path.join(model_dir, MODEL_FILENAME), device)
+        self.net = load_model_dir(model_dir, device)
         card_path = os.path.join(model_dir, CARD_FILENAME)
         if os.path.exists(card_path):
             with open(card_path, encoding="utf-8") as f:
                 self.card = json.load(f)
         self.mirror = mirror_average(self.card.get("inference"))
-        log.info("djldml model loaded on %s (amp=%s, clip batch %d, mirror averaging %s)", device, self.amp,
-                 self.batch_size, self.mirror)
+        self.normalisation = input_normalisation(self.card.get("inference"))
+        log.info("djldml model loaded on %s (runtime %s, amp=%s, clip batch %d, mirror averaging %s)", device,
+                 runtime_name(self.net), self.amp, self.batch_size, self.mirror)
 
     def handle(self, data: list, context) -> list:
         if _is_describe(context):  # GET /models/<name>?customized=true
             return [json.dumps(self.card)]
         if self.net is None:
             raise RuntimeError("handle() before initialize()")
-        results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror)
+        results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror, self.normalisation)
         out = []
         for idx, (status, body) in enumerate(postprocess(results)):
             if status != 200:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from djldml.clips import validate_model_clips
+from djldml.clips import input_normalisation, validate_model_clips
 from djldml.device import resolve_device
 from djldml.errors import DJLDMLError
 from djldml.inference import mirror_average
@@ -25,18 +25,22 @@ from .base import ModelInfo
 
 
 class InProcessBackend:
-    def __init__(self, mar_path: str | Path, device: str | torch.device = "auto"):
+    def __init__(self, mar_path: str | Path, device: str | torch.device = "auto", runtime: str | None = None):
+        """``runtime``: ``auto``/``torch``/``openvino`` (settings' ``DJLDML_RUNTIME``; None reads the environment);
+        djldml.runtime decides the engine — OpenVINO on the CPU unless forced to PyTorch, PyTorch on a GPU."""
         self.archive = open_archive(mar_path)
         self.device = resolve_device(device)
         self.batch_size, self.amp = handler.handler_knobs(self.archive.handler_knobs, self.device)
         self.mirror = mirror_average(self.archive.card.inference)
-        self.net = self.archive.load_network(self.device)
+        self.normalisation = input_normalisation(self.archive.card.inference)
+        self.net = self.archive.load_for_inference(self.device, runtime)
         self._lock = threading.Lock()  # one forward at a time: the embedded pool may call from several threads
 
     def clip_distributions(self, clips: np.ndarray) -> np.ndarray:
         validate_model_clips(clips)
         with self._lock:
-            (result,) = handler.inference(self.net, [clips], self.batch_size, self.amp, self.mirror)
+            (result,) = handler.inference(self.net, [clips], self.batch_size, self.amp, self.mirror,
+                                          self.normalisation)
         if isinstance(result, DJLDMLError):  # pragma: no cover - inference passes only parse errors through
             raise result
         return np.asarray(result, dtype=np.float64)
