@@ -67,7 +67,8 @@ def _share_the_cores_among_slots(sender=None, **_) -> None:
 def _set_inference_threads(**_) -> None:
     """In each pool process, before its first job loads the model (OpenVINO compiles for torch's thread count)."""
     if _pool_threads is not None:
-        log.info("pool process %d: %d inference threads", os.getpid(), worker_threads.apply(_pool_threads))
+        log.info("pool process %d: %d inference threads, OMP_WAIT_POLICY=%s", os.getpid(),
+                 worker_threads.apply(_pool_threads), os.environ.get("OMP_WAIT_POLICY"))
 
 
 @celery_app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,

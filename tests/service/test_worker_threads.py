@@ -1,7 +1,8 @@
 """Each Celery pool process gets its share of the cores for inference (service.worker_threads).
 
 Unit: the rule (cores // concurrency, at least 1; the setting wins). Integration: a real Celery worker on a real
-Redis, two pool processes; each logs the thread count PyTorch reports after the setting was applied in it.
+Redis, two pool processes; each logs the thread count PyTorch reports after the setting was applied in it, and
+the OpenMP wait policy service.celery_app set before torch was imported.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def test_threads_per_process_refuses_zero():
 def _pool_thread_lines(worker, n: int, timeout: float = 60.0) -> list[tuple[int, int]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = re.findall(r"pool process (\d+): (\d+) inference threads", worker.log_tail(200_000))
+        found = re.findall(r"pool process (\d+): (\d+) inference threads, OMP_WAIT_POLICY=PASSIVE",
+                           worker.log_tail(200_000))
         if len(found) >= n:
             return [(int(pid), int(t)) for pid, t in found]
         time.sleep(0.2)
