@@ -31,6 +31,14 @@ CLIP_SHAPE = (CLIP_LENGTH, FACE_SIZE, FACE_SIZE, 3)
 PIXEL_SCALE = 127.5
 PIXEL_OFFSET = 1.0
 
+# Input dynamics (issue 10; docs/method.md "Input dynamics"): what of a clip the network sees, a model option the
+# model card records (``inference.input_dynamics``) and every caller passes to ``to_tensor``.
+#   "none"          the frames themselves (the paper's input);
+#   "mean_removed"  each pixel minus its mean over the clip's T frames: what stays still (the face's identity,
+#                   skin, lighting, background) is removed, what moves remains;
+#   "temporal_diff" frame t minus frame t−1 (frame 0: zeros): only change between neighbouring frames.
+INPUT_DYNAMICS = ("none", "mean_removed", "temporal_diff")
+
 
 @dataclass(frozen=True)
 class ClipMeta:
@@ -89,10 +97,13 @@ def validate_clips(clips: np.ndarray) -> None:
         raise ModelError(f"clips must be uint8 [N, T, H, W, 3], got {dtype} {shape}")
 
 
-def to_tensor(clips: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-    """uint8 ``[N, T, H, W, 3]`` → float32 ``[N, 3, T, H, W]`` in [-1, 1], on ``device``.
+def to_tensor(clips: np.ndarray | torch.Tensor, device: torch.device | str | None = None,
+              dynamics: str = "none") -> torch.Tensor:
+    """uint8 ``[N, T, H, W, 3]`` → float32 ``[N, 3, T, H, W]`` in [-1, 1], on ``device``, then the model's
+    ``dynamics`` (:data:`INPUT_DYNAMICS`, from its card; :func:`separate_dynamics`).
 
     The uint8 → device copy happens before the float conversion, so a GPU receives 4× fewer bytes.
+    Raises ModelError on clips of another dtype/shape or an unknown ``dynamics``.
     """
     import torch
 
@@ -103,7 +114,27 @@ def to_tensor(clips: np.ndarray | torch.Tensor, device: torch.device | str | Non
         raise ModelError(f"clips must be uint8 [N, T, H, W, 3], got {clips.dtype} {tuple(clips.shape)}")
     x = clips.to(device, non_blocking=True) if device is not None else clips
     x = x.permute(0, 4, 1, 2, 3).float()
-    return x.div_(PIXEL_SCALE).sub_(PIXEL_OFFSET).contiguous()
+    x = x.div_(PIXEL_SCALE).sub_(PIXEL_OFFSET)
+    return separate_dynamics(x, dynamics).contiguous()
+
+
+def separate_dynamics(x: torch.Tensor, dynamics: str) -> torch.Tensor:
+    """float ``[N, C, T, H, W]`` → the same shape with the static part removed per :data:`INPUT_DYNAMICS`.
+
+    ``mean_removed``: x − mean over T (per clip, channel and pixel); ``temporal_diff``: x[t] − x[t−1], zeros at
+    t = 0 (T is kept, so the network's layout does not change). Both are linear in the pixels, so they commute
+    with a mirror flip and with any per-channel affine normalisation. Raises ModelError on an unknown mode.
+    """
+    import torch
+
+    if dynamics == "none":
+        return x
+    if dynamics == "mean_removed":
+        return x - x.mean(dim=2, keepdim=True)
+    if dynamics == "temporal_diff":
+        d = x.diff(dim=2)
+        return torch.cat([d.new_zeros(d[:, :, :1].shape), d], dim=2)
+    raise ModelError(f"unknown input dynamics {dynamics!r}; one of {INPUT_DYNAMICS}")
 
 
 def clips_to_bytes(clips: np.ndarray) -> bytes:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .clips import to_tensor
+from .clips import INPUT_DYNAMICS, to_tensor
+from .errors import ModelError
 from .network import DJLDMLNet
 
 DEFAULT_BATCH = 16
@@ -20,6 +21,16 @@ def mirror_average(card_inference: dict | None) -> bool:
     return bool((card_inference or {}).get("mirror_average", False))
 
 
+def input_dynamics(card_inference: dict | None) -> str:
+    """A model card's ``inference.input_dynamics`` (djldml.clips.INPUT_DYNAMICS; absent: "none", the paper's
+    input, which every card written before the option had). ModelError on an unknown value: a model whose input
+    the service cannot reproduce must not serve."""
+    value = (card_inference or {}).get("input_dynamics", "none")
+    if value not in INPUT_DYNAMICS:
+        raise ModelError(f"model card: unknown input_dynamics {value!r}; one of {INPUT_DYNAMICS}")
+    return value
+
+
 @torch.inference_mode()
 def clip_distributions(
     net: DJLDMLNet,
@@ -27,6 +38,7 @@ def clip_distributions(
     batch_size: int = DEFAULT_BATCH,
     amp: bool = False,
     mirror: bool = False,
+    dynamics: str = "none",
 ) -> np.ndarray:
     """Distributions for ``clips`` (uint8 ``[N, T, H, W, 3]``) as float64 ``[N, 64]``; ``net`` must be in eval mode.
 
@@ -36,11 +48,12 @@ def clip_distributions(
     depend on the side, so this removes what the network learnt about left and right — a front-camera (mirrored)
     recording then scores like the original, up to the landmarks' own asymmetry (docs/method.md). Twice the
     compute.
+    ``dynamics``: the card's input dynamics (:func:`input_dynamics`), applied by ``to_tensor``.
     """
     device = next(net.parameters()).device
     out = []
     for i in range(0, len(clips), batch_size):
-        x = to_tensor(clips[i : i + batch_size], device)
+        x = to_tensor(clips[i : i + batch_size], device, dynamics)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
             q = net.clip_distributions(x).float()
             if mirror:

@@ -29,7 +29,7 @@ import torch
 
 from djldml.clips import CLIP_SHAPE, clips_from_bytes
 from djldml.errors import DJLDMLError, ModelError
-from djldml.inference import DEFAULT_BATCH, clip_distributions, mirror_average
+from djldml.inference import DEFAULT_BATCH, clip_distributions, input_dynamics, mirror_average
 from djldml.model_card import CARD_FILENAME
 from djldml.model_file import MODEL_FILENAME, load_model
 from djldml.network import DJLDMLNet
@@ -70,13 +70,15 @@ def preprocess(requests: list) -> list[Parsed]:
 
 
 def inference(net: DJLDMLNet, parsed: list[Parsed], batch_size: int = DEFAULT_BATCH, amp: bool = False,
-              mirror: bool = False) -> list:
+              mirror: bool = False, dynamics: str = "none") -> list:
     """One network run over all good requests' clips, split back per request (errors pass through);
-    ``mirror``: the model card's mirror averaging (djldml.inference.clip_distributions)."""
+    ``mirror`` and ``dynamics``: the model card's mirror averaging and input dynamics
+    (djldml.inference.clip_distributions)."""
     good = [p for p in parsed if isinstance(p, np.ndarray)]
     if not good:
         return list(parsed)
-    dists = clip_distributions(net, np.concatenate(good), batch_size=batch_size, amp=amp, mirror=mirror)
+    dists = clip_distributions(net, np.concatenate(good), batch_size=batch_size, amp=amp, mirror=mirror,
+                               dynamics=dynamics)
     out, start = [], 0
     for p in parsed:
         if isinstance(p, np.ndarray):
@@ -107,6 +109,7 @@ class DJLDMLHandler:
         self.batch_size = DEFAULT_BATCH
         self.amp = False
         self.mirror = False
+        self.dynamics = "none"
 
     def initialize(self, context) -> None:
         props = context.system_properties
@@ -124,13 +127,14 @@ class DJLDMLHandler:
             with open(card_path, encoding="utf-8") as f:
                 self.card = json.load(f)
         self.mirror = mirror_average(self.card.get("inference"))
+        self.dynamics = input_dynamics(self.card.get("inference"))
         log.info("djldml model loaded on %s (amp=%s, clip batch %d, mirror averaging %s)", device, self.amp,
                  self.batch_size, self.mirror)
 
     def handle(self, data: list, context) -> list:
         if _is_describe(context):  # GET /models/<name>?customized=true
             return [json.dumps(self.card)]
-        results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror)
+        results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror, self.dynamics)
         out = []
         for idx, (status, body) in enumerate(postprocess(results)):
             if status != 200:

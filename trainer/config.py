@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from djldml.clips import INPUT_DYNAMICS
 from djldml.losses import OBJECTIVES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -31,6 +32,9 @@ class TrainConfig:
     clips_per_video: int = 8  # random training clips drawn from each training video per epoch
     clips_per_group: int = 2  # clips of one video that sit together in a batch (equal-label pairs for DML)
     num_workers: int = 2
+    # what of a clip the network sees (djldml.clips.INPUT_DYNAMICS): "none", "mean_removed", "temporal_diff";
+    # recorded in the model card (inference.input_dynamics) and applied by to_tensor when serving
+    input_dynamics: str = "none"
     # [augment]
     hflip: float = 0.5  # probability of mirroring a whole clip
     blur: float = 1.0  # max σ in pixels (per axis) of a random Gaussian blur of a whole clip (capture invariance)
@@ -79,6 +83,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.input_dynamics not in INPUT_DYNAMICS:
+            raise ValueError(f"input_dynamics must be one of {INPUT_DYNAMICS}, got {self.input_dynamics!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError("lr_schedule must be 'cosine' or 'constant'")
         for name in ("clip_length", "clips_per_video", "clips_per_group", "batch_size", "epochs", "n_bins",

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from djldml import labels
 from djldml.errors import DJLDMLError
-from djldml.inference import clip_distributions, mirror_average
+from djldml.inference import clip_distributions, input_dynamics, mirror_average
 from djldml.network import DJLDMLNet
 from djldml.prediction import VideoPrediction, predict_video
 from djldml.scoring import score_video
@@ -62,6 +62,7 @@ class ScoringModel:
     net: DJLDMLNet
     preprocessing: dict[str, Any]  # the card's record: clip geometry in time, landmark settings, selection
     mirror: bool  # the card's inference.mirror_average
+    dynamics: str  # the card's inference.input_dynamics (djldml.clips.INPUT_DYNAMICS)
     clip_batch: int  # the archive handler's clip_batch
     source: str  # "archive" (a .mar, as served) or "run" (a run dir / checkpoint, as `trainer export` would pack)
 
@@ -79,12 +80,13 @@ def scoring_model(model: str | Path, device: Any = "cpu") -> ScoringModel:
     if path.suffix == ".mar":
         archive = open_archive(path)
         return ScoringModel(archive.load_network(device), archive.card.preprocessing,
-                            mirror_average(archive.card.inference),
+                            mirror_average(archive.card.inference), input_dynamics(archive.card.inference),
                             int(archive.handler_knobs.get("clip_batch", CLIP_BATCH)), "archive")
     cfg = read_run_config(path) if path.is_dir() else None
     training = asdict(cfg) if cfg is not None else (read_checkpoint(path)[1].get("config") or {})
     return ScoringModel(load_net(path, device), training_preprocessing(training),
-                        mirror_average(training_inference(training)), CLIP_BATCH, "run")
+                        mirror_average(training_inference(training)), input_dynamics(training_inference(training)),
+                        CLIP_BATCH, "run")
 
 
 def predict_videos(model: ScoringModel, videos: list, progress: bool = True) -> tuple[list[VideoResult], Counter]:
@@ -95,7 +97,8 @@ def predict_videos(model: ScoringModel, videos: list, progress: bool = True) -> 
     results, refused = [], Counter()
 
     def distributions(clips: np.ndarray) -> np.ndarray:
-        return clip_distributions(model.net, clips, batch_size=model.clip_batch, mirror=model.mirror)
+        return clip_distributions(model.net, clips, batch_size=model.clip_batch, mirror=model.mirror,
+                                  dynamics=model.dynamics)
 
     for video in tqdm(videos, desc="scoring videos", unit="video", disable=not progress, leave=False):
         try:
@@ -110,7 +113,7 @@ def predict_videos(model: ScoringModel, videos: list, progress: bool = True) -> 
 
 def predict_split(net: DJLDMLNet, store: ClipStore, videos: list, clips_per_video: int, clip_length: int = 16,
                   stride: int = 1, batch_size: int = 16, amp: bool = False, progress: bool = True,
-                  mirror: bool = False) -> list[VideoResult]:
+                  mirror: bool = False, dynamics: str = "none") -> list[VideoResult]:
     """One :class:`VideoResult` per video that has at least one complete clip (others are skipped, with a warning)."""
     was_training = net.training
     net.eval()
@@ -121,7 +124,7 @@ def predict_split(net: DJLDMLNet, store: ClipStore, videos: list, clips_per_vide
             skipped += 1
             continue
         clips = np.stack([store.read_clip(video.video_id, int(s), clip_length, stride) for s in starts])
-        dists = clip_distributions(net, clips, batch_size=batch_size, amp=amp, mirror=mirror)
+        dists = clip_distributions(net, clips, batch_size=batch_size, amp=amp, mirror=mirror, dynamics=dynamics)
         fps = getattr(video, "fps", 0.0) or 0.0
         times = np.asarray(starts, np.float64) / fps if fps > 0 else None
         results.append(VideoResult(video.video_id, getattr(video, "subject", None), float(video.bdi),
@@ -246,9 +249,10 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
         if not chosen:
             raise ValueError(f"the dataset has no {split!r} videos")
         results = predict_split(net, store, chosen, k, cfg.clip_length, cfg.clip_stride,
-                                batch_size or cfg.eval_batch_size, amp, progress, cfg.test_time_mirror)
+                                batch_size or cfg.eval_batch_size, amp, progress, cfg.test_time_mirror,
+                                cfg.input_dynamics)
         train_labels = np.array([v.bdi for v in store.split("train")], np.float64)
-        path_info = {"name": "store", "mirror_average": cfg.test_time_mirror,
+        path_info = {"name": "store", "mirror_average": cfg.test_time_mirror, "input_dynamics": cfg.input_dynamics,
                      "note": "clips evenly spaced in the prepared face store: for model selection; "
                              "`--videos` gives the service's figures"}
         if len(results) < len(chosen):

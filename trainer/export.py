@@ -147,7 +147,8 @@ def training_preprocessing(training: dict[str, Any]) -> dict[str, Any]:
 
 def training_inference(training: dict[str, Any]) -> dict[str, Any]:
     """The card's ``inference`` section: how the evaluation computed clip distributions beyond the network."""
-    return {"mirror_average": bool(training.get("test_time_mirror", False))}
+    return {"mirror_average": bool(training.get("test_time_mirror", False)),
+            "input_dynamics": str(training.get("input_dynamics", "none"))}
 
 
 def _archiver() -> list[str]:

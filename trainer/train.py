@@ -212,7 +212,7 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:
             lr = lr_at(cfg, epoch * steps_per_epoch + n_steps, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            x, y = to_tensor(batch_clips, device), scores.to(device, non_blocking=True)
+            x, y = to_tensor(batch_clips, device, cfg.input_dynamics), scores.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 out = model(x)
             loss = objective(out, y)  # losses compute in float32 whatever autocast did
@@ -238,7 +238,8 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:
                       **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()},
                       "train_clips_per_s": n_steps * cfg.batch_size * world_size / train_seconds}
             results = predict_split(net, store, dev_videos, cfg.dev_clips_per_video, cfg.clip_length,
-                                    cfg.clip_stride, cfg.eval_batch_size, use_amp, cfg.progress)
+                                    cfg.clip_stride, cfg.eval_batch_size, use_amp, cfg.progress,
+                                    dynamics=cfg.input_dynamics)
             dev: dict = point_metrics([r.true for r in results], [r.predicted for r in results]) if results else {}
             record.update({f"dev_{k}": v for k, v in dev.items()})
             score = dev["mae"] if dev else record["train_total"]

@@ -16,7 +16,7 @@ import torch
 
 from djldml.clips import CLIP_SHAPE, validate_clips
 from djldml.errors import DJLDMLError, ModelError
-from djldml.inference import DEFAULT_BATCH, mirror_average
+from djldml.inference import DEFAULT_BATCH, input_dynamics, mirror_average
 
 from .. import torchserve_handler as handler
 from ..model_archive import open_archive
@@ -37,6 +37,7 @@ class InProcessBackend:
         self.batch_size = int(knobs.get("clip_batch", DEFAULT_BATCH))
         self.amp = bool(knobs.get("amp", False)) and self.device.type == "cuda"
         self.mirror = mirror_average(self.archive.card.inference)
+        self.dynamics = input_dynamics(self.archive.card.inference)
         self.net = self.archive.load_network(self.device)
         self._lock = threading.Lock()  # one forward at a time: the embedded pool may call from several threads
 
@@ -45,7 +46,8 @@ class InProcessBackend:
         if clips.shape[1:] != CLIP_SHAPE:
             raise ModelError(f"clips must be [N, {', '.join(map(str, CLIP_SHAPE))}], got {list(clips.shape)}")
         with self._lock:
-            (result,) = handler.inference(self.net, [clips], self.batch_size, self.amp, self.mirror)
+            (result,) = handler.inference(self.net, [clips], self.batch_size, self.amp, self.mirror,
+                                          self.dynamics)
         if isinstance(result, DJLDMLError):  # pragma: no cover - inference passes only parse errors through
             raise result
         return np.asarray(result, dtype=np.float64)
