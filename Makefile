@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first and exactly: the CPU wheel on disk (see pyproject.toml)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# `trainer synth-identities` reads seven of its ten faces from insightface's sample images; only the image
+	# files are used (never imported), so without its dependencies: they would add opencv-python beside -headless
+	$(BIN)/pip install --quiet --no-deps insightface==2.1
 	touch $(STAMP)
 
 install: $(STAMP)
