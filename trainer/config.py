@@ -66,6 +66,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     # [train]
     seed: int = 0
+    # CPU threads of torch (0: torch's default, one per core). Float sums depend on it, so a CPU run is
+    # reproducible bit for bit only at the same thread count (and instruction set): docs/training.md
+    threads: int = 0
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1"
     amp: bool = True  # mixed precision on CUDA (bfloat16 when supported, else float16 with a grad scaler)
     patience: int = 8  # early stopping: epochs without a better dev MAE; 0 disables
@@ -91,6 +94,8 @@ class TrainConfig:
                      "eval_clips_per_video", "dev_clips_per_video", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1")
+        if self.threads < 0:
+            raise ValueError("threads must be ≥ 0")
         if self.blur < 0:
             raise ValueError("blur must be ≥ 0")
         if not 0 < self.capture_rate_min <= 1:

@@ -350,9 +350,13 @@ def write_video(path: Path, frames, fps: float) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with av.open(str(tmp), "w", format="mp4") as out:
         rate = Fraction(fps).limit_denominator(1001)
-        stream = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "18"})
+        # One encoder thread, said to x264 itself: with only the codec context's thread_count = 1, encoding the
+        # same frames five times gave three different files (measured under load, docs/training.md
+        # "Reproducibility"); with x264's own threads=1 and lookahead-threads=1, five identical files.
+        stream = out.add_stream("libx264", rate=rate, options={
+            "preset": "veryfast", "crf": "18", "x264-params": "threads=1:lookahead-threads=1"})
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1  # deterministic bytes whatever the machine
+        stream.codec_context.thread_count = 1
         for i, rgb in enumerate(frames):
             if i == 0:
                 stream.width, stream.height = rgb.shape[1], rgb.shape[0]

@@ -126,6 +126,8 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:
         rank, world_size, device = 0, 1, resolve_device(cfg.device)
     master = rank == 0
     cuda = device.type == "cuda"
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     use_amp = cfg.amp and cuda
     if cuda:

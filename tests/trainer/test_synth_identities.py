@@ -112,3 +112,17 @@ def test_generate_labels_everything_synthetic(tmp_path):
     assert info["synthetic"] is True and "SYNTHETIC" in info["description"]
     assert {i["name"] for i in info["identities"]} == {r["subject"] for r in rows}
     assert all(i["licence"] and i["package"] for i in info["identities"])
+
+
+def test_the_encoder_writes_the_same_bytes_for_the_same_frames(tmp_path):
+    """x264 with only the codec context's thread_count = 1 gave 3 different files in 5 encodes under load;
+    trainer.synth.write_video tells x264 itself to use one thread (docs/training.md, "Reproducibility")."""
+    from trainer.synth import write_video
+
+    video = plan(IdentitiesConfig())[0]
+    frames = list(IdentityRenderer(video, (160, 120)).render(k / 25) for k in range(25))
+    files = []
+    for k in range(4):
+        write_video(tmp_path / f"{k}.mp4", iter(frames), 25.0)
+        files.append((tmp_path / f"{k}.mp4").read_bytes())
+    assert all(f == files[0] for f in files[1:])
