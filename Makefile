@@ -28,7 +28,7 @@ serve: $(STAMP) $(DEMO_MAR)
 
 # Local full stack without Docker: private Redis + Celery worker + TorchServe + uvicorn.
 stack: $(STAMP) $(DEMO_MAR)
-	$(BIN)/python -m service.stack --port $(PORT)
+	$(BIN)/python -m devstack --port $(PORT)
 
 $(DEMO_MAR): | $(STAMP)
 	$(MAKE) demo-model
@@ -40,7 +40,10 @@ demo-model: $(STAMP)
 test: $(STAMP)
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	@command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }  # the results-page test (Playwright drives it; no browser download)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra
 
 test-unit: $(STAMP)
@@ -48,6 +51,8 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -57,7 +57,7 @@ def measure(preset: str, batch: int, steps: int, warmup: int, device: torch.devi
     def train_step() -> None:
         net.train()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = net(to_tensor(clips, device, dynamics))
+            out = net(to_tensor(clips, device, dynamics=dynamics))
         objective(out, scores).total.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -66,7 +66,7 @@ def measure(preset: str, batch: int, steps: int, warmup: int, device: torch.devi
     def forward_step() -> None:
         net.eval()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            net.clip_distributions(to_tensor(clips, device, dynamics))
+            net.clip_distributions(to_tensor(clips, device, dynamics=dynamics))
 
     train_s = _timed(train_step, steps, warmup, device)
     forward_s = _timed(forward_step, steps, warmup, device)

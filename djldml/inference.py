@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .clips import INPUT_DYNAMICS, to_tensor
+from . import labels
+from .clips import INPUT_DYNAMICS, InputNormalisation, to_tensor
 from .errors import ModelError
-from .network import DJLDMLNet
+from .runtime import ClipNetwork
 
 DEFAULT_BATCH = 16
 
@@ -33,14 +34,16 @@ def input_dynamics(card_inference: dict | None) -> str:
 
 @torch.inference_mode()
 def clip_distributions(
-    net: DJLDMLNet,
+    net: ClipNetwork,
     clips: np.ndarray | torch.Tensor,
     batch_size: int = DEFAULT_BATCH,
     amp: bool = False,
     mirror: bool = False,
+    normalisation: InputNormalisation | None = None,
     dynamics: str = "none",
 ) -> np.ndarray:
-    """Distributions for ``clips`` (uint8 ``[N, T, H, W, 3]``) as float64 ``[N, 64]``; ``net`` must be in eval mode.
+    """Distributions for ``clips`` (uint8 ``[N, T, H, W, 3]``) as float64 ``[N, 64]``; ``net`` must be in eval mode:
+    a DJLDMLNet or what djldml.runtime prepared from one (e.g. its OpenVINO model).
 
     ``amp`` runs the convolutions in float16 autocast on CUDA; the softmax is always float32.
     ``mirror``: each clip's distribution is the mean of the network's on the clip and on its mirror image
@@ -48,17 +51,18 @@ def clip_distributions(
     depend on the side, so this removes what the network learnt about left and right — a front-camera (mirrored)
     recording then scores like the original, up to the landmarks' own asymmetry (docs/method.md). Twice the
     compute.
+    ``normalisation``: the card's input normalisation (djldml.clips.input_normalisation; None: the default).
     ``dynamics``: the card's input dynamics (:func:`input_dynamics`), applied by ``to_tensor``.
     """
-    device = next(net.parameters()).device
+    device = net.device
     out = []
     for i in range(0, len(clips), batch_size):
-        x = to_tensor(clips[i : i + batch_size], device, dynamics)
+        x = to_tensor(clips[i : i + batch_size], device, normalisation, dynamics)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
             q = net.clip_distributions(x).float()
             if mirror:
                 q = 0.5 * (q + net.clip_distributions(x.flip(-1)).float())
             out.append(q.cpu())
     if not out:
-        return np.zeros((0, net.head.out_features if net.config.head == "distribution" else 64))
+        return np.zeros((0, labels.NUM_BINS))
     return torch.cat(out).double().numpy()

@@ -20,7 +20,7 @@ NUM_BINS = MAX_SCORE - MIN_SCORE + 1  # 64 bins, one per integer score
 #: The scores 0..63 as floats, the support of every label distribution.
 SCORES = np.arange(MIN_SCORE, MAX_SCORE + 1, dtype=np.float64)
 
-#: Default σ of the Gaussian label distribution (METHOD.md §2; deep-LDL practice for ages).
+#: Default σ of the Gaussian label distribution (docs/method.md §2; deep-LDL practice for ages).
 DEFAULT_SIGMA = 2.0
 
 
@@ -58,7 +58,7 @@ def _support(like: Array) -> Array:
     return SCORES.copy()
 
 
-def clip_score(score):
+def clamp_score(score):
     """Clamp scores to the scale [0, 63]."""
     if _is_tensor(score):
         return score.clamp(MIN_SCORE, MAX_SCORE)
@@ -77,11 +77,11 @@ def label_distribution(score, sigma: float = DEFAULT_SIGMA):
     if _is_tensor(score):
         import torch
 
-        y = clip_score(score.to(torch.float32 if not score.is_floating_point() else score.dtype))
+        y = clamp_score(score.to(torch.float32 if not score.is_floating_point() else score.dtype))
         k = _support(y)
         logits = -((k - y.unsqueeze(-1)) ** 2) / (2.0 * sigma**2)
         return torch.softmax(logits, dim=-1)  # softmax = exp / sum, numerically stable
-    y = clip_score(np.asarray(score, dtype=np.float64))
+    y = clamp_score(np.asarray(score, dtype=np.float64))
     logits = -((SCORES - y[..., None]) ** 2) / (2.0 * sigma**2)
     logits -= logits.max(axis=-1, keepdims=True)
     p = np.exp(logits)
@@ -138,7 +138,7 @@ def band_probabilities(dist):
 def bhattacharyya_overlap(p, q):
     """Σ_k sqrt(p_k q_k) over the last axis: 1 for equal distributions, 0 for disjoint ones.
 
-    Used as the pair weight of the label-aware histogram loss (METHOD.md §3).
+    Used as the pair weight of the label-aware histogram loss (docs/method.md §3).
     """
     if _is_tensor(p):
         return (p.clamp_min(0) * q.clamp_min(0)).sqrt().sum(-1)
@@ -154,7 +154,7 @@ def point_distribution(score):
     import torch
 
     if _is_tensor(score):
-        y = clip_score(score if score.is_floating_point() else score.float()) - MIN_SCORE
+        y = clamp_score(score if score.is_floating_point() else score.float()) - MIN_SCORE
         lo = y.floor().clamp(0, NUM_BINS - 1)
         frac = y - lo
         hi = (lo + 1).clamp(max=NUM_BINS - 1)

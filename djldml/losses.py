@@ -1,4 +1,4 @@
-"""The DJ-LDML training losses (METHOD.md §2–4), one small class each; the docstring states the formula.
+"""The DJ-LDML training losses (docs/method.md §2–3), one small class each; the docstring states the formula.
 
 - :class:`LDLLoss` — label distribution learning: KL(p ‖ q) between the Gaussian label distribution p of the
   score and the predicted softmax q, plus an optional λ_L1·|E[q] − y| on the expectation (DLDL-v2).
@@ -91,7 +91,7 @@ def soft_histogram(similarities: torch.Tensor, weights: torch.Tensor, n_bins: in
 
 
 class LabelAwareHistogramLoss(nn.Module):
-    """Label-aware histogram loss (METHOD.md §3, reconstructed).
+    """Label-aware histogram loss (docs/method.md §3, reconstructed).
 
     For the unordered pairs i < j of a batch with L2-normalised embeddings e: s_ij = e_i · e_j ∈ [−1, 1] and a
     pair weight w_ij ∈ [0, 1]:
@@ -146,7 +146,7 @@ class LossParts:
 
 
 class JointObjective(nn.Module):
-    """L = L_main + λ_DML · L_DML (METHOD.md §4), for one of :data:`OBJECTIVES`:
+    """L = L_main + λ_DML · L_DML (docs/method.md §3, "Joint objective"), for one of :data:`OBJECTIVES`:
 
     - ``regression``: L_main = RegressionLoss on the regression head's score;  no DML term;
     - ``ldl``: L_main = LDLLoss on the distribution head's logits;              no DML term;

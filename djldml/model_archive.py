@@ -21,8 +21,9 @@ from .errors import ModelError
 from .model_card import CARD_FILENAME, ModelCard, file_sha256
 from .model_file import MODEL_FILENAME, load_model
 from .network import DJLDMLNet
+from .runtime import IR_BIN, IR_XML, ClipNetwork, choose, load_model_dir
 
-MANIFEST = "MAR-INF/MANIFEST.json"
+MAR_MANIFEST = "MAR-INF/MANIFEST.json"  # the archiver's manifest (not a dataset's manifest.csv)
 
 
 @dataclass
@@ -44,6 +45,18 @@ class ModelArchive:
             z.extract(MODEL_FILENAME, tmp)
             return load_model(Path(tmp) / MODEL_FILENAME, device)
 
+    def load_for_inference(self, device: torch.device | str = "cpu", runtime: str | None = None) -> ClipNetwork:
+        """The archive's network on the engine djldml.runtime chooses for ``device`` and ``runtime`` (None: the
+        ``DJLDML_RUNTIME`` environment, else auto) — what the in-process backend serves, loaded as the TorchServe
+        handler loads it (:func:`djldml.runtime.load_model_dir`)."""
+        with zipfile.ZipFile(self.path) as z, tempfile.TemporaryDirectory(prefix="djldml-mar-") as tmp:
+            names = [MODEL_FILENAME]
+            if choose(device, runtime) == "openvino" and {IR_XML, IR_BIN} <= set(z.namelist()):
+                names += [IR_XML, IR_BIN]
+            for name in names:
+                z.extract(name, tmp)
+            return load_model_dir(tmp, device, runtime)
+
 
 def open_archive(path: str | Path) -> ModelArchive:
     """Read a .mar's card, manifest and config; ModelError when it is missing, not a zip, or lacks them."""
@@ -57,7 +70,7 @@ def open_archive(path: str | Path) -> ModelArchive:
             if missing:
                 raise ModelError(f"{path.name} lacks {', '.join(missing)}: not a djldml archive")
             card = ModelCard.from_json(z.read(CARD_FILENAME))
-            manifest = json.loads(z.read(MANIFEST)) if MANIFEST in names else {}
+            manifest = json.loads(z.read(MAR_MANIFEST)) if MAR_MANIFEST in names else {}
             config_name = manifest.get("model", {}).get("configFile")
             config = yaml.safe_load(z.read(config_name)) if config_name in names else {}
     except zipfile.BadZipFile:

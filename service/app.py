@@ -11,13 +11,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 
 from . import wiring
 from .api import schemas
 from .api.problems import PROBLEMS, install_handlers
-from .api.routes import router
 from .gateway import Gateway
 from .metrics import Metrics, RequestMetricsMiddleware
+from .routes import STATIC, router
 from .settings import Settings
 from .sweeper import Sweeper
 
@@ -34,6 +35,9 @@ Errors are `application/problem+json` documents with a stable `code`:
 """ + "\n".join(f"| `{c}` | {p.status} | {p.title} |" for c, p in PROBLEMS.items()) + """
 
 503 answers carry `Retry-After`. Authentication: `X-API-Key` when the service is configured with keys.
+`POST /jobs` and `POST /predict` take an `Idempotency-Key` header (safe retries) and an optional
+`callback_url` form field (a signed POST when the job ends: see the callback `jobEnded`). A results page for
+people is served at `/`.
 """
 
 
@@ -65,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   lifespan=lifespan)
     app.state.settings = settings
     app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")  # the results page's JS and CSS
     install_handlers(app, settings.retry_after_s, on_problem=metrics.problem)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 

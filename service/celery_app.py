@@ -19,6 +19,8 @@ from celery import Celery
 
 from .settings import get_settings
 
+RUN_JOB_TASK = "djldml.run_job"  # the gateway enqueues by this name (service.runners), the worker defines it
+
 
 def make_celery(broker_url: str | None, visibility_timeout_s: int = 1200, restore_interval_s: int = 60,
                 job_ttl_s: int = 3600, job_time_limit_s: int = 600) -> Celery:

@@ -19,10 +19,26 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
-QUEUED, PREPROCESSING, INFERRING, DONE, FAILED = "queued", "preprocessing", "inferring", "done", "failed"
+import tenacity
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobState(StrEnum):
+    """A job's status, the one list of them (the API's ``status`` field is this enum): queued → preprocessing →
+    inferring → done | failed. A StrEnum, so the stored JSON holds the plain strings."""
+
+    queued = "queued"
+    preprocessing = "preprocessing"
+    inferring = "inferring"
+    done = "done"
+    failed = "failed"
+
+
+QUEUED, PREPROCESSING, INFERRING, DONE, FAILED = (JobState.queued, JobState.preprocessing, JobState.inferring,
+                                                  JobState.done, JobState.failed)
 TERMINAL = frozenset({DONE, FAILED})
 
 
@@ -35,30 +51,46 @@ class StoreUnavailable(Exception):
     code = "queue_unavailable"
 
 
-@dataclass
-class Job:
+class Job(BaseModel):
+    """A job's record: a JSON document in the store, checked by pydantic both ways. A document written by a newer
+    version may carry more fields (ignored); an update naming a field that does not exist, or a value of the
+    wrong type, is refused (ValidationError) instead of being stored or silently dropped."""
+
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+
     id: str
     owner: str  # hash of the API key ("anonymous" when the API is open); never the key itself
-    status: str = QUEUED
+    status: JobState = JobState.queued
     progress: float = 0.0
-    created_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
     started_at: float | None = None
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None  # {"code", "detail"}
     attempts: int = 0  # deliveries that started processing (>1 after a redelivery)
     upload: str | None = None  # the upload's path, so a sweeper can re-enqueue the job (never shown to clients)
+    callback_url: str | None = None  # POSTed the job's end (service.callbacks); checked against the allow-list
+    idempotency: str | None = None  # the scope of its Idempotency-Key record (service.idempotency), if any
+    faces_preview: bool = False  # keep a contact sheet of the aligned faces with the job (on request)
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
 
+    def updated(self, changes: dict[str, Any]) -> Job:
+        """A copy with ``changes`` applied and checked, and ``updated_at`` now; ValueError (pydantic's
+        ValidationError is one) for a field that does not exist or a value of the wrong type."""
+        unknown = sorted(set(changes) - set(type(self).model_fields))
+        if unknown:
+            raise ValueError(f"no such job field(s): {unknown}")
+        return type(self).model_validate({**self.model_dump(), **changes, "updated_at": time.time()})
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return self.model_dump_json()
 
     @classmethod
     def from_json(cls, s: str | bytes) -> Job:
-        return cls(**json.loads(s))
+        return cls.model_validate_json(s)
 
 
 def new_job_id() -> str:
@@ -68,8 +100,8 @@ def new_job_id() -> str:
 class JobStore(Protocol):
     def create(self, job: Job) -> None: ...
     def get(self, job_id: str) -> Job | None: ...
-    def update(self, job_id: str, **fields: Any) -> Job | None:
-        """Apply ``fields`` unless the job is gone or already finished; return the stored job (None if gone)."""
+    def update(self, job_id: str, **changes: Any) -> Job | None:
+        """Apply ``changes`` unless the job is gone or already finished; return the stored job (None if gone)."""
     def delete(self, job_id: str) -> bool: ...
     def reserve(self, owner: str, job_id: str, limit: int) -> bool:
         """Atomically take one of ``owner``'s ``limit`` slots for ``job_id`` (False: all taken). Slots are held by
@@ -87,6 +119,17 @@ class JobStore(Protocol):
     def record_finished(self, event: dict[str, Any]) -> None: ...
     def drain_finished(self) -> list[dict[str, Any]]: ...
     def ping(self) -> tuple[bool, str]: ...
+    def claim_key(self, scope: str, record: str) -> str | None:
+        """Atomically store ``record`` under the idempotency ``scope`` unless one is there; returns the record
+        that was there (None: claimed). The record lives for the job TTL, renewed when its job ends, and goes
+        when its job is deleted."""
+    def key_record(self, scope: str) -> str | None: ...
+    def release_key(self, scope: str) -> None:
+        """Forget a claim whose job was never created."""
+    def put_preview(self, job_id: str, image: bytes) -> None:
+        """Keep the job's contact sheet (JPEG bytes) for as long as the job; deleted with it."""
+    def get_preview(self, job_id: str) -> bytes | None: ...
+    def drop_preview(self, job_id: str) -> None: ...
 
 
 class MemoryJobStore:
@@ -99,14 +142,25 @@ class MemoryJobStore:
         self._events: deque[dict[str, Any]] = deque(maxlen=10_000)
         self._reserved: dict[str, tuple[str, float]] = {}  # job id → (owner, expiry)
         self._leases: dict[str, tuple[str, float]] = {}  # job id → (holder, expiry)
+        self._keys: dict[str, tuple[str, float]] = {}  # idempotency scope → (record, expiry)
+        self._previews: dict[str, bytes] = {}  # job id → contact sheet
 
     def _expire(self) -> None:
         now = time.time()
         cutoff = now - self.ttl_s
         for jid in [j.id for j in self._jobs.values() if j.updated_at < cutoff]:
-            del self._jobs[jid]
+            self._drop(jid)
         for jid in [jid for jid, (_, until) in self._reserved.items() if until < now]:
             del self._reserved[jid]
+        for scope in [sc for sc, (_, until) in self._keys.items() if until < now]:
+            del self._keys[scope]
+
+    def _drop(self, job_id: str) -> Job | None:
+        job = self._jobs.pop(job_id, None)
+        self._previews.pop(job_id, None)
+        if job is not None and job.idempotency:
+            self._keys.pop(job.idempotency, None)
+        return job
 
     def _in_use(self, owner: str) -> int:
         return (sum(1 for j in self._jobs.values() if j.owner == owner and not j.finished)
@@ -141,20 +195,20 @@ class MemoryJobStore:
             job = self._jobs.get(job_id)
             return Job.from_json(job.to_json()) if job else None
 
-    def update(self, job_id: str, **fields: Any) -> Job | None:
+    def update(self, job_id: str, **changes: Any) -> Job | None:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
                 return None
             if not job.finished:
-                for k, v in fields.items():
-                    setattr(job, k, v)
-                job.updated_at = time.time()
+                job = self._jobs[job_id] = job.updated(changes)
+                if job.finished and job.idempotency in self._keys:  # the key lives as long as its job
+                    self._keys[job.idempotency] = (self._keys[job.idempotency][0], job.updated_at + self.ttl_s)
             return Job.from_json(job.to_json())
 
     def delete(self, job_id: str) -> bool:
         with self._lock:
-            return self._jobs.pop(job_id, None) is not None
+            return self._drop(job_id) is not None
 
     def active_count(self, owner: str) -> int:
         with self._lock:
@@ -191,6 +245,43 @@ class MemoryJobStore:
     def ping(self) -> tuple[bool, str]:
         return True, ""
 
+    def claim_key(self, scope: str, record: str) -> str | None:
+        with self._lock:
+            self._expire()
+            if scope in self._keys:
+                return self._keys[scope][0]
+            self._keys[scope] = (record, time.time() + self.ttl_s)
+            return None
+
+    def key_record(self, scope: str) -> str | None:
+        with self._lock:
+            self._expire()
+            return self._keys.get(scope, (None,))[0]
+
+    def release_key(self, scope: str) -> None:
+        with self._lock:
+            self._keys.pop(scope, None)
+
+    def put_preview(self, job_id: str, image: bytes) -> None:
+        with self._lock:
+            if job_id in self._jobs:
+                self._previews[job_id] = image
+
+    def get_preview(self, job_id: str) -> bytes | None:
+        with self._lock:
+            self._expire()
+            return self._previews.get(job_id)
+
+    def drop_preview(self, job_id: str) -> None:
+        with self._lock:
+            self._previews.pop(job_id, None)
+
+
+def _failure(attempt: tenacity.RetryCallState | tenacity.Future) -> str:
+    """The class name of what a failed attempt raised (never its message: it may hold keys or hosts)."""
+    outcome = attempt.outcome if isinstance(attempt, tenacity.RetryCallState) else attempt
+    return outcome.exception().__class__.__name__ if outcome is not None else "unknown"
+
 
 class RedisJobStore:
     """Full stack: one Redis key per job (JSON, with TTL), a set of unfinished job ids per owner.
@@ -208,11 +299,14 @@ class RedisJobStore:
     RESERVED = "djldml:reserved:"
     LEASE = "djldml:lease:"
     EVENTS = "djldml:finished-events"
+    KEY = "djldml:idempotency:"
+    PREVIEW = "djldml:preview:"
 
     # One atomic step (Redis runs a script alone): prune the owner's set of ids that are neither an unfinished
     # job nor a live reservation, count the rest, and — when ARGV[1] is a job id and the count is under the
     # limit — add the reservation. Returns the count before adding. (Keys besides KEYS[1] are derived in the
-    # script: fine on one Redis server, which is what the service uses; not for Redis Cluster.)
+    # script: fine on one Redis server, which is what the service uses; not for Redis Cluster.) ARGV[6], ARGV[7]:
+    # the terminal states (JobState), so the script holds no copy of them.
     _RESERVE_LUA = """
 local n = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -220,7 +314,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local alive
   if raw then
     local st = cjson.decode(raw)['status']
-    alive = st ~= 'done' and st ~= 'failed'
+    alive = st ~= ARGV[6] and st ~= ARGV[7]
   else
     alive = redis.call('EXISTS', ARGV[5] .. id) == 1
   end
@@ -239,6 +333,13 @@ if v and v ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
+    # Claim an idempotency key: one step, so two requests with the same key cannot both create a job.
+    _CLAIM_KEY_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+"""
     _DROP_LEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
@@ -255,18 +356,22 @@ return 0
         self._reserve = self.r.register_script(self._RESERVE_LUA)
         self._take_lease = self.r.register_script(self._TAKE_LEASE_LUA)
         self._drop_lease = self.r.register_script(self._DROP_LEASE_LUA)
+        self._claim_key = self.r.register_script(self._CLAIM_KEY_LUA)
 
     def _call(self, fn, *args, **kwargs):
-        deadline, delay = time.monotonic() + self.patience_s, 0.2
-        while True:
-            try:
-                return fn(*args, **kwargs)
-            except self._redis_errors as exc:
-                if time.monotonic() + delay > deadline:
-                    raise StoreUnavailable(f"job store unreachable: {exc.__class__.__name__}") from None
-                log.warning("job store unreachable (%s); retrying in %.1f s", exc.__class__.__name__, delay)
-                time.sleep(delay)
-                delay = min(2.0, delay * 2)
+        """``fn(*args, **kwargs)``; a Redis error is retried after 0.2, 0.4, … 2 s (tenacity) while the next try
+        still falls within ``patience_s``, then becomes StoreUnavailable."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(self._redis_errors),
+            wait=tenacity.wait_exponential(multiplier=0.2, max=2.0),
+            stop=tenacity.stop_before_delay(self.patience_s),
+            before_sleep=lambda state: log.warning(
+                "job store unreachable (%s); retrying in %.1f s", _failure(state), state.upcoming_sleep),
+        )
+        try:
+            return retrying(fn, *args, **kwargs)
+        except tenacity.RetryError as exc:
+            raise StoreUnavailable(f"job store unreachable: {_failure(exc.last_attempt)}") from None
 
     def create(self, job: Job) -> None:
         def tx():
@@ -283,7 +388,7 @@ return 0
         raw = self._call(self.r.get, self.PREFIX + job_id)
         return Job.from_json(raw) if raw else None
 
-    def update(self, job_id: str, **fields: Any) -> Job | None:
+    def update(self, job_id: str, **changes: Any) -> Job | None:
         key = self.PREFIX + job_id
 
         def tx(pipe) -> Job | None:
@@ -293,13 +398,14 @@ return 0
             job = Job.from_json(raw)
             if job.finished:
                 return job
-            for k, v in fields.items():
-                setattr(job, k, v)
-            job.updated_at = time.time()
+            job = job.updated(changes)
             pipe.multi()
             pipe.set(key, job.to_json(), ex=self.ttl_s)
             if job.finished:
                 pipe.srem(self.ACTIVE + job.owner, job.id)
+                pipe.expire(self.PREVIEW + job.id, self.ttl_s)  # both live as long as the job (no-op if absent)
+                if job.idempotency:
+                    pipe.expire(self.KEY + job.idempotency, self.ttl_s)
             return job
 
         return self._call(self.r.transaction, tx, key, value_from_callable=True)
@@ -308,13 +414,13 @@ return 0
         job = self.get(job_id)
         if job is None:
             return False
-        self._call(lambda: self.r.pipeline().delete(self.PREFIX + job_id).srem(self.ACTIVE + job.owner, job_id)
-                   .execute())
+        keys = [self.PREFIX + job_id, self.PREVIEW + job_id] + ([self.KEY + job.idempotency] if job.idempotency else [])
+        self._call(lambda: self.r.pipeline().delete(*keys).srem(self.ACTIVE + job.owner, job_id).execute())
         return True
 
     def _run_reserve(self, owner: str, job_id: str, limit: int) -> int:
         return int(self._call(self._reserve, keys=[self.ACTIVE + owner],
-                              args=[job_id, limit, self.ttl_s, self.PREFIX, self.RESERVED]))
+                              args=[job_id, limit, self.ttl_s, self.PREFIX, self.RESERVED, DONE, FAILED]))
 
     def reserve(self, owner: str, job_id: str, limit: int) -> bool:
         return self._run_reserve(owner, job_id, limit) < limit
@@ -362,3 +468,23 @@ return 0
             return True, ""
         except Exception as exc:  # any failure means not ready; the reason is for the operator
             return False, f"redis unreachable: {exc.__class__.__name__}"
+
+    def claim_key(self, scope: str, record: str) -> str | None:
+        found = self._call(self._claim_key, keys=[self.KEY + scope], args=[record, self.ttl_s])
+        return found.decode() if isinstance(found, bytes) else found
+
+    def key_record(self, scope: str) -> str | None:
+        found = self._call(self.r.get, self.KEY + scope)
+        return found.decode() if isinstance(found, bytes) else found
+
+    def release_key(self, scope: str) -> None:
+        self._call(self.r.delete, self.KEY + scope)
+
+    def put_preview(self, job_id: str, image: bytes) -> None:
+        self._call(self.r.set, self.PREVIEW + job_id, image, ex=self.ttl_s)
+
+    def get_preview(self, job_id: str) -> bytes | None:
+        return self._call(self.r.get, self.PREVIEW + job_id)
+
+    def drop_preview(self, job_id: str) -> None:
+        self._call(self.r.delete, self.PREVIEW + job_id)

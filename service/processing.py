@@ -12,20 +12,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import tenacity
 
+from djldml.calibration import calibration_of
 from djldml.errors import DJLDMLError
 from djldml.faces import FaceConfig, extract_face_clips
+from djldml.faces.preview import contact_sheet
 from djldml.faces.provenance import differences, preprocessing, scoring_config
 from djldml.scoring import score_clips
 
 from .backends.base import BackendUnavailable, InferenceBackend
-from .jobs import DONE, FAILED, INFERRING, PREPROCESSING, JobStore, StoreUnavailable
+from .jobs import DONE, FAILED, INFERRING, PREPROCESSING, Job, JobStore, StoreUnavailable
 from .settings import Settings
-from .storage import UploadStorage
+from .storage import StorageUnavailable, UploadStorage
 
 log = logging.getLogger("service.processing")
 
@@ -56,23 +61,33 @@ def preprocessing_check(model_extra: dict[str, Any], settings: Settings) -> dict
 
 
 def run_job(job_id: str, upload: str | Path, *, store: JobStore, backend: InferenceBackend, storage: UploadStorage,
-            settings: Settings, final: bool = True) -> str:
+            settings: Settings, final: bool = True, on_finished: Callable[[Job], None] | None = None) -> str:
     """Process ``upload`` for ``job_id``; returns the job's final status ("done", "failed", or "gone").
 
-    Raises StoreUnavailable (after leaving the upload in place unless ``final``) when the store is unreachable.
+    ``on_finished(job)`` is called once this run has ended the job (done or failed; not for a job already
+    finished by an earlier delivery): the callback notification hooks in there (service.callbacks); its
+    errors are logged, never the job's. Raises StoreUnavailable (after leaving the upload in place unless
+    ``final``) when the store is unreachable.
     """
     delete_upload = True
     try:
-        return _run(job_id, Path(upload), store, backend, settings)
+        status = _run(job_id, upload, store, backend, storage, settings)
+        if status in (DONE, FAILED) and on_finished is not None:
+            _notify(store, job_id, on_finished)
+        return status
     except StoreUnavailable:
         delete_upload = final
         raise
     finally:
         if delete_upload:
-            storage.delete(upload)
+            try:
+                storage.delete(upload)
+            except StorageUnavailable as exc:  # the job's outcome stands; the sweeper deletes it on a later pass
+                log.warning("job %s: upload not deleted yet (%s)", job_id, exc)
 
 
-def _run(job_id: str, upload: Path, store: JobStore, backend: InferenceBackend, settings: Settings) -> str:
+def _run(job_id: str, upload: str | Path, store: JobStore, backend: InferenceBackend, storage: UploadStorage,
+         settings: Settings) -> str:
     job = store.get(job_id)
     if job is None:
         return "gone"
@@ -87,20 +102,27 @@ def _run(job_id: str, upload: Path, store: JobStore, backend: InferenceBackend, 
         _set(store, job_id, status=PREPROCESSING, progress=0.05, started_at=started, attempts=job.attempts + 1)
         info = backend.model_info()  # its card decides how clips are cut (the clip contract in time)
         t = time.perf_counter()
-        clips = extract_face_clips(str(upload), face_config(settings, info.extra))
-        timings["face_clips"] = time.perf_counter() - t
+        with storage.local_copy(upload) as local:  # the file itself, or an object store's upload streamed down
+            timings["download"] = time.perf_counter() - t
+            clips = extract_face_clips(str(local), face_config(settings, info.extra))
+        timings["face_clips"] = time.perf_counter() - t - timings["download"]
 
         _set(store, job_id, status=INFERRING, progress=0.5)
         t = time.perf_counter()
         prediction = score_clips(
             clips, lambda batch: _infer_with_retries(backend, batch, settings), settings.inference_batch_clips,
-            on_batch=lambda done, n: _set(store, job_id, progress=0.5 + 0.45 * done / max(n, 1)))
+            on_batch=lambda done, n: _set(store, job_id, progress=0.5 + 0.45 * done / max(n, 1)),
+            calibration=calibration_of(info.extra.get("inference")))  # the card's; None: uncalibrated
         timings["inference"] = time.perf_counter() - t
         timings["total"] = time.time() - job.created_at
         check = preprocessing_check(info.extra, settings)
         result = build_result(job_id, prediction.to_dict(), clips.quality, info.to_dict(), timings,
                               {k: check[k] for k in ("matches", "differences")})
+        if job.faces_preview:  # asked for: kept in the job store beside the job, deleted with it
+            store.put_preview(job_id, faces_preview_jpeg(clips.clips))
         stored = store.update(job_id, status=DONE, progress=1.0, result=result)
+        if stored is None and job.faces_preview:  # deleted while finishing: leave no faces behind
+            store.drop_preview(job_id)
         _record(store, DONE, None, timings)
         return stored.status if stored else "gone"
     except JobCancelled:
@@ -112,11 +134,32 @@ def _run(job_id: str, upload: Path, store: JobStore, backend: InferenceBackend, 
     except BackendUnavailable as exc:
         return _fail(store, job_id, "backend_unavailable", str(exc) or "inference backend unavailable", timings,
                      started)
+    except StorageUnavailable as exc:  # the object store is down, or the upload is gone from it
+        return _fail(store, job_id, StorageUnavailable.code, str(exc), timings, started)
     except Exception as exc:  # a bug or an environment failure: the job fails with a code, the worker lives on
         if exc.__class__.__name__ == "SoftTimeLimitExceeded":  # Celery's JOB_TIME_LIMIT_S (no celery import here)
             return _fail(store, job_id, "job_timeout", "the job ran past the time limit", timings, started)
         log.exception("job %s failed unexpectedly: %s", job_id, exc.__class__.__name__)
         return _fail(store, job_id, "internal_error", exc.__class__.__name__, timings, started)
+
+
+def _notify(store: JobStore, job_id: str, on_finished: Callable[[Job], None]) -> None:
+    try:
+        job = store.get(job_id)
+        if job is not None and job.finished:
+            on_finished(job)
+    except Exception as exc:  # a notification that cannot be queued must not undo a finished job
+        log.warning("job %s: end notification not queued: %s", job_id, exc.__class__.__name__)
+
+
+def faces_preview_jpeg(clips: np.ndarray) -> bytes:
+    """A contact sheet of ``clips`` (uint8 [N, T, H, W, 3], RGB): up to 8 clips × 8 frames, JPEG quality 85,
+    without the template marks (djldml.faces.preview)."""
+    sheet = contact_sheet(clips, rows=8, per_clip=8, marks=False)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
 
 
 def _set(store: JobStore, job_id: str, **fields: Any) -> None:
@@ -138,18 +181,18 @@ def _record(store: JobStore, status: str, code: str | None, timings: dict[str, f
 
 
 def _infer_with_retries(backend: InferenceBackend, clips: np.ndarray, settings: Settings) -> np.ndarray:
-    """Bounded retries with doubling delay while the backend is briefly unavailable (restart, overload)."""
-    delay = settings.backend_retry_delay_s
-    for attempt in range(settings.backend_retries + 1):
-        try:
-            return backend.clip_distributions(clips)
-        except BackendUnavailable:
-            if attempt == settings.backend_retries:
-                raise
-            log.warning("backend unavailable, retry %d/%d in %.1f s", attempt + 1, settings.backend_retries, delay)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")  # pragma: no cover
+    """Bounded retries with doubling delay (tenacity) while the backend is briefly unavailable (restart,
+    overload): ``backend_retries`` more tries after ``backend_retry_delay_s``, twice that, …; then the last
+    BackendUnavailable is raised."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(BackendUnavailable),
+        wait=tenacity.wait_exponential(multiplier=settings.backend_retry_delay_s),
+        stop=tenacity.stop_after_attempt(settings.backend_retries + 1),
+        reraise=True,
+        before_sleep=lambda state: log.warning("backend unavailable, retry %d/%d in %.1f s", state.attempt_number,
+                                               settings.backend_retries, state.upcoming_sleep),
+    )
+    return retrying(backend.clip_distributions, clips)
 
 
 def build_result(job_id: str, prediction: dict[str, Any], quality, model: dict[str, Any],

@@ -17,11 +17,14 @@ from functools import lru_cache
 from celery.exceptions import Retry
 from celery.signals import worker_init
 
-from .celery_app import celery_app
-from .jobs import StoreUnavailable
+from .callbacks import DeliveryFailed, post_once, retry_delay_s
+from .celery_app import RUN_JOB_TASK, celery_app
+from .jobs import FAILED, Job, StoreUnavailable
 from .lease import run_leased
 from .processing import run_job
 from .settings import get_settings
+from .storage import UnsafeUploadDir
+from .wiring import build_backend_or_unavailable, build_storage, build_store
 
 log = logging.getLogger("service.tasks")
 
@@ -30,8 +33,6 @@ STORE_RETRIES = 5
 
 @lru_cache(maxsize=1)
 def _components():
-    from .wiring import build_backend_or_unavailable, build_storage, build_store
-
     s = get_settings()
     return build_store(s, worker=True), build_backend_or_unavailable(s), build_storage(s), s
 
@@ -39,9 +40,6 @@ def _components():
 @worker_init.connect
 def _refuse_an_unsafe_upload_dir(**_) -> None:
     """A worker whose upload directory is not private stops at start-up (exit 2), not at every job."""
-    from .storage import UnsafeUploadDir
-    from .wiring import build_storage
-
     try:
         build_storage(get_settings())
     except UnsafeUploadDir as exc:
@@ -49,14 +47,15 @@ def _refuse_an_unsafe_upload_dir(**_) -> None:
         raise SystemExit(2) from None
 
 
-@celery_app.task(name="djldml.run_job", bind=True, acks_late=True, reject_on_worker_lost=True,
+@celery_app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
                  max_retries=STORE_RETRIES)
 def run_job_task(self, job_id: str, upload_path: str) -> str:
     store, backend, storage, settings = _components()
     try:
         # final=False: an unreachable store keeps the upload, whatever the attempt (the job is not over).
         ran, status = run_leased(store, job_id, settings.lease_s, lambda: run_job(
-            job_id, upload_path, store=store, backend=backend, storage=storage, settings=settings, final=False))
+            job_id, upload_path, store=store, backend=backend, storage=storage, settings=settings, final=False,
+            on_finished=_queue_callback))
         if not ran:
             log.info("job %s is running in another worker; this delivery leaves it to that one", job_id)
             return "running-elsewhere"
@@ -75,39 +74,27 @@ def run_job_task(self, job_id: str, upload_path: str) -> str:
     except Exception as exc:  # run_job fails jobs itself; this guards against a malformed message
         log.error("job %s: task error %s", job_id, exc.__class__.__name__)
         with contextlib.suppress(Exception):
-            store.update(job_id, status="failed", error={"code": "internal_error", "detail": exc.__class__.__name__})
-        return "failed"
+            store.update(job_id, status=FAILED, error={"code": "internal_error", "detail": exc.__class__.__name__})
+        return FAILED
 
 
-class CeleryRunner:
-    """The gateway's side of the task: enqueue jobs, report queue depth and broker health."""
+def _queue_callback(job: Job) -> None:
+    """run_job's end hook: the callback goes out as its own task, so its retries never hold this worker."""
+    if job.callback_url:
+        deliver_callback_task.apply_async((job.id,))
 
-    QUEUE = "celery"  # Celery's default queue name: a Redis list of waiting messages
 
-    def __init__(self, broker_url: str):
-        import redis
-
-        self._redis = redis.Redis.from_url(broker_url, socket_connect_timeout=1.0, socket_timeout=3.0)
-
-    def submit(self, job_id: str, upload) -> None:
-        """Enqueue; raises StoreUnavailable (→ 503 queue_unavailable) when the broker cannot take it."""
-        try:
-            run_job_task.apply_async((job_id, str(upload)), task_id=job_id)
-        except Exception as exc:  # kombu/redis raise many connection error types
-            raise StoreUnavailable(f"broker unreachable: {exc.__class__.__name__}") from None
-
-    def queue_depth(self) -> int:
-        try:
-            return int(self._redis.llen(self.QUEUE))
-        except Exception:
-            return -1
-
-    def ready(self) -> tuple[bool, str]:
-        try:
-            self._redis.ping()
-            return True, ""
-        except Exception as exc:
-            return False, f"broker unreachable: {exc.__class__.__name__}"
-
-    def close(self) -> None:
-        self._redis.close()
+@celery_app.task(name="djldml.deliver_callback", bind=True, acks_late=True, max_retries=None)
+def deliver_callback_task(self, job_id: str) -> str:
+    """POST a finished job's callback once (service.callbacks.post_once); on failure Celery retries it with
+    doubling delays, CALLBACK_RETRIES times. A worker is held for one CALLBACK_TIMEOUT_S at most per attempt."""
+    store, _, _, settings = _components()
+    try:
+        return "sent" if post_once(job_id, store, settings) is not None else "nothing to send"
+    except (DeliveryFailed, StoreUnavailable) as exc:
+        if self.request.retries >= settings.callback_retries:
+            log.warning("job %s: callback not delivered after %d attempts (%s)", job_id, self.request.retries + 1,
+                        exc)
+            return "undelivered"
+        log.warning("job %s: callback attempt %d failed (%s); retrying", job_id, self.request.retries + 1, exc)
+        raise self.retry(countdown=retry_delay_s(settings, self.request.retries), exc=exc) from None

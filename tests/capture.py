@@ -480,7 +480,7 @@ class DemoService:
 
         import httpx
 
-        from service.stack import start_gateway
+        from devstack import start_gateway
 
         self.gateway = start_gateway(self.env, workdir=self.workdir)
         deadline = time.monotonic() + 120

@@ -18,11 +18,11 @@ import torch
 from djldml.clips import CLIP_SHAPE
 from djldml.inference import clip_distributions
 from djldml.model_card import CARD_FILENAME
-from djldml.model_file import MODEL_FILENAME, save_model
+from djldml.model_file import MODEL_FILENAME, load_model, save_model
 from djldml.network import build_network
-from service import torchserve_handler as handler
+from djldml.serving import handler
 from trainer.config import SYNTHETIC_CONFIG, load_config
-from trainer.train import load_net, train
+from trainer.train import train
 
 from .trainer.conftest import TINY
 from .trainer.fakes import FakePreparedDataset
@@ -63,7 +63,7 @@ def test_amp_training_on_cuda_checkpoint_loads_on_cpu(preset, tmp_path):
     records = rows(run_dir)
     assert len(records) == cfg.epochs
     assert all(math.isfinite(r["train_total"]) and math.isfinite(r["dev_mae"]) for r in records), records
-    net = load_net(run_dir, "cpu")  # written on the GPU, read on a CPU-only machine
+    net = load_model(run_dir, "cpu")  # written on the GPU, read on a CPU-only machine
     assert all(p.device.type == "cpu" for p in net.parameters())
     ckpt = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
     assert all(t.device.type == "cpu" for t in ckpt["model"]["state_dict"].values())
@@ -72,7 +72,7 @@ def test_amp_training_on_cuda_checkpoint_loads_on_cpu(preset, tmp_path):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         on_cpu = clip_distributions(net, clips)
-        on_gpu = clip_distributions(load_net(run_dir, "cuda"), clips)
+        on_gpu = clip_distributions(load_model(run_dir, "cuda"), clips)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     assert np.abs(on_cpu - on_gpu).max() < 1e-4

@@ -1,4 +1,5 @@
-"""The ablation of METHOD.md §4, with seeds: train and evaluate each objective with the same data and settings.
+"""The ablation of docs/method.md §3 ("Joint objective"), with seeds: each objective trained and evaluated with the
+same data and settings.
 
 ``python -m trainer ablation --config trainer/configs/identities.toml --seeds 3`` trains ``regression``,
 ``ldl``, ``regression+dml`` and ``djldml`` once per seed (runs in ``<out>/<objective>/seed<k>``), evaluates each
@@ -28,7 +29,8 @@ from djldml.losses import OBJECTIVES
 from .config import TrainConfig
 from .data import ClipStore
 from .evaluate import evaluate
-from .train import open_store, train
+from .store import open_store
+from .train import train
 
 COMPARISONS = (("djldml", "ldl"), ("djldml", "regression"))
 

@@ -2,18 +2,21 @@
 
 The archive holds
 - ``model.pt``: the djldml.model_file dict (net config + state dict; loads with ``weights_only=True``);
-- ``torchserve_handler.py``: the handler (service/torchserve_handler.py) and, beside it, the ``djldml``
-  sources it imports (found by following its imports), so the .mar runs in a stock TorchServe image;
+- ``torchserve_handler.py``: TorchServe's entry file (djldml/serving/torchserve_handler.py) and, beside it, the
+  ``djldml`` sources it imports (djldml/serving/handler.py and on, found by following its imports), so the .mar
+  runs in a stock TorchServe image;
 - ``model_card.json``: name, version, synthetic flag, net/training config, metrics, data description;
-- ``model-config.yaml``: TorchServe's batching (batchSize, maxBatchDelay) and the handler's knobs.
+- ``model-config.yaml``: TorchServe's batching (batchSize, maxBatchDelay) and the handler's knobs;
+- ``openvino/model.xml`` + ``model.bin``: the same network as OpenVINO IR, what CPUs run (djldml.runtime).
 
-The archive's own sha256 cannot be inside it: readers compute it (service.model_archive).
+The archive's own sha256 cannot be inside it: readers compute it (djldml.model_archive).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
 import json
 import os
 import shutil
@@ -24,16 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from djldml.errors import ModelError
+from djldml.atomic import atomic_path
 from djldml.faces.provenance import selection
 from djldml.model_card import CARD_FILENAME, ModelCard, file_sha256
-from djldml.model_file import FORMAT, MODEL_FILENAME, load_model
+from djldml.model_file import MODEL_FILENAME, load_model, read_model_file
+from djldml.runtime import write_ir
 
 from .store import INFO as STORE_INFO
 
 REPO = Path(__file__).resolve().parent.parent
-HANDLER = REPO / "service" / "torchserve_handler.py"
+#: TorchServe's entry file, found by module name: the archive depends on djldml alone, never on service/.
+HANDLER = Path(importlib.util.find_spec("djldml.serving.torchserve_handler").origin)
 CORE = REPO / "djldml"
 
 #: TorchServe batching of the exported model: up to BATCH_SIZE requests (each a batch of clips) are run
@@ -49,8 +55,9 @@ CLIP_BATCH = 16  # clips per network forward in the handler (model-config.yaml h
 def model_config_yaml(batch_size: int = BATCH_SIZE, max_batch_delay_ms: int = MAX_BATCH_DELAY_MS,
                       clip_batch: int = CLIP_BATCH, amp: bool = False) -> str:
     """TorchServe's per-model config (packed as model-config.yaml); ``handler:`` is read by our handler."""
-    return (f"batchSize: {batch_size}\nmaxBatchDelay: {max_batch_delay_ms}\nresponseTimeout: {RESPONSE_TIMEOUT_S}\n"
-            f"handler:\n  clip_batch: {clip_batch}\n  amp: {'true' if amp else 'false'}\n")
+    config = {"batchSize": batch_size, "maxBatchDelay": max_batch_delay_ms, "responseTimeout": RESPONSE_TIMEOUT_S,
+              "handler": {"clip_batch": clip_batch, "amp": amp}}
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 # ---------------------------------------------------------------------------------------------- sources
@@ -103,28 +110,6 @@ def handler_sources(handler: Path = HANDLER) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- model file
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(model file dict, training facts) from a model file, a checkpoint, or a run directory (its best.pt).
-
-    A checkpoint of trainer/train.py is ``{"model": <model file dict>, "config": ..., "dev": ..., "epoch": ...}``;
-    its config and development metrics become the card's defaults.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt"
-    try:
-        blob = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(f"cannot read {path.name}: {exc.__class__.__name__}: {exc}") from None
-    facts: dict[str, Any] = {}
-    if isinstance(blob, dict) and blob.get("format") != FORMAT and isinstance(blob.get("model"), dict):
-        facts = {k: blob[k] for k in ("config", "dev", "epoch") if k in blob}
-        blob = blob["model"]
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ModelError(f"{path.name} is neither a {FORMAT} model file nor a checkpoint holding one")
-    return blob, facts
-
-
 def training_preprocessing(training: dict[str, Any]) -> dict[str, Any]:
     """How the faces a model trained on were made: the prepared dataset's record (``dataset.json``, written by
     ``trainer prepare``), with the clip geometry the training actually used (clips of ``clip_length`` frames,
@@ -145,10 +130,23 @@ def training_preprocessing(training: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def training_inference(training: dict[str, Any]) -> dict[str, Any]:
-    """The card's ``inference`` section: how the evaluation computed clip distributions beyond the network."""
-    return {"mirror_average": bool(training.get("test_time_mirror", False)),
-            "input_dynamics": str(training.get("input_dynamics", "none"))}
+def training_inference(training: dict[str, Any], run: str | Path | None = None) -> dict[str, Any]:
+    """The card's ``inference`` section: how the evaluation computed clip distributions beyond the network —
+    mirror averaging, the input dynamics (djldml.clips.INPUT_DYNAMICS), the input normalisation when not the
+    default (trainer/normalisation.py) — and the
+    calibration of ``run``'s ``calibration.json`` when there is one (trainer/calibrate.py)."""
+    from .calibration_file import run_calibration
+    from .normalisation import training_normalisation
+
+    section: dict[str, Any] = {"mirror_average": bool(training.get("test_time_mirror", False)),
+                               "input_dynamics": str(training.get("input_dynamics", "none"))}
+    normalisation = training_normalisation(training)
+    if normalisation is not None:
+        section["input_normalisation"] = normalisation.to_dict()
+    calibration = run_calibration(run) if run is not None else None
+    if calibration is not None:
+        section["calibration"] = calibration.to_dict()
+    return section
 
 
 def _archiver() -> list[str]:
@@ -166,13 +164,15 @@ def _archiver() -> list[str]:
 
 def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name: str, version: str,
                  card: ModelCard | dict[str, Any] | None = None, *, batch_size: int = BATCH_SIZE,
-                 max_batch_delay_ms: int = MAX_BATCH_DELAY_MS, amp: bool = False) -> Path:
+                 max_batch_delay_ms: int = MAX_BATCH_DELAY_MS, amp: bool = False, openvino_ir: bool = True) -> Path:
     """Package a model file, a best.pt checkpoint or a run dir as a TorchServe archive at ``out_mar``; returns it.
 
     ``card`` supplies description, synthetic flag, training config, metrics and data description; name,
-    version and net_config are set here from the arguments and the model file.
+    version and net_config are set here from the arguments and the model file. ``openvino_ir``: also pack the
+    network as OpenVINO IR (``openvino/model.xml`` + ``.bin``, float32, as large again as the weights), what
+    djldml.runtime runs on CPUs; without it the service converts the state dict at load time (slower start).
     """
-    model, facts = read_checkpoint(model_file_or_best_ckpt)
+    model, facts = read_model_file(model_file_or_best_ckpt)
     fields = card.to_dict() if isinstance(card, ModelCard) else dict(card or {})
     if not fields.get("training") and "config" in facts:
         fields["training"] = facts["config"]
@@ -181,7 +181,7 @@ def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name:
     if not fields.get("preprocessing"):
         fields["preprocessing"] = training_preprocessing(fields.get("training") or {})
     if not fields.get("inference"):
-        fields["inference"] = training_inference(fields.get("training") or {})
+        fields["inference"] = training_inference(fields.get("training") or {}, model_file_or_best_ckpt)
     fields.update(name=name, version=str(version), net_config=model["net_config"])
     fields.setdefault("synthetic_demo", False)
     fields.pop("created", None)  # stamped now
@@ -191,9 +191,12 @@ def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name:
     with tempfile.TemporaryDirectory(prefix="djldml-export-") as tmp:
         stage = Path(tmp)
         torch.save(model, stage / MODEL_FILENAME)
-        load_model(stage / MODEL_FILENAME)  # refuse to package weights that do not load into their network
+        net = load_model(stage / MODEL_FILENAME)  # refuse to package weights that do not load into their network
         card_obj = ModelCard.from_dict({**fields, "model_sha256": file_sha256(stage / MODEL_FILENAME)})
         extra = stage / "extra"  # its *contents* land at the archive root: djldml/..., model_card.json
+        if openvino_ir:  # the CPU engine's model, so loading it is a read, not a conversion (djldml.runtime)
+            write_ir(net, str(extra), card_obj.model_sha256)
+        del net
         for src in handler_sources():
             dst = extra / src.relative_to(REPO)
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -214,9 +217,8 @@ def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name:
         built = stage / "out" / f"{name}.mar"
         if done.returncode != 0 or not built.exists():
             raise RuntimeError(f"torch-model-archiver failed ({done.returncode}): {done.stderr[-2000:]}")
-        tmp_out = out_mar.with_name(out_mar.name + ".tmp")
-        shutil.move(str(built), tmp_out)
-        os.replace(tmp_out, out_mar)  # readers never see a half-written archive
+        with atomic_path(out_mar) as tmp_out:  # readers never see a half-written archive
+            shutil.move(str(built), tmp_out)
     return out_mar
 
 
@@ -236,6 +238,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="TorchServe requests per batch")
     parser.add_argument("--max-batch-delay-ms", type=int, default=MAX_BATCH_DELAY_MS)
     parser.add_argument("--amp", action="store_true", help="float16 autocast on GPU in the handler")
+    parser.add_argument("--no-openvino-ir", dest="openvino_ir", action="store_false",
+                        help="leave out the OpenVINO IR (smaller archive for GPU-only serving; CPU loads convert)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -246,7 +250,7 @@ def main(args: argparse.Namespace) -> int:
         fields["synthetic_demo"] = True
     out = Path(args.out or f"model_store/{args.name}.mar")
     path = export_model(args.checkpoint, out, args.name, args.version, fields, batch_size=args.batch_size,
-                        max_batch_delay_ms=args.max_batch_delay_ms, amp=args.amp)
+                        max_batch_delay_ms=args.max_batch_delay_ms, amp=args.amp, openvino_ir=args.openvino_ir)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {file_sha256(path)})")
     return 0
 

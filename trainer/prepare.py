@@ -13,7 +13,6 @@ its file name. ``manifest.csv`` lists the usable videos; ``dataset.json`` says w
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing
 import os
@@ -29,20 +28,11 @@ from tqdm import tqdm
 from djldml.errors import DJLDMLError
 from djldml.faces import FaceConfig, iter_aligned_frames
 from djldml.faces.provenance import preprocessing
+from djldml.openmp import openmp_threads
 
+from .face_file import CODECS, FaceFile, FaceFileWriter, StoreError
 from .manifest import SOURCES, SourceVideo, discover, warn_shared_subjects
-from .store import (
-    CODECS,
-    INFO,
-    MANIFEST,
-    FaceFile,
-    FaceFileWriter,
-    StoreError,
-    VideoRecord,
-    face_file_name,
-    valid_clip_starts,
-    write_manifest,
-)
+from .store import INFO, MANIFEST_CSV, VideoRecord, face_file_name, valid_clip_starts, write_manifest
 
 FORMAT = "djldml-prepared/1"
 REPORT = "prepare_report.json"
@@ -104,24 +94,6 @@ def _write_face_file(video: SourceVideo, path: Path, config: FaceConfig, config_
         writer.close({"face_config": config_dict, "quality": report})
 
 
-@contextlib.contextmanager
-def _one_omp_thread():
-    """Run the face pipeline with torch's OpenMP pool at one thread, restored afterwards.
-
-    When torch is imported before yuface, yuface's OpenMP calls bind to torch's libgomp and so use torch's
-    thread count; on a busy 2-core machine that made one 320×240 detection 5–20× slower (measured 30 ms vs
-    120–650 ms). Preparing uses no torch, and parallelism comes from ``--workers`` processes instead.
-    """
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def prepare_video(video: SourceVideo, root: Path, config: FaceConfig, codec: str) -> VideoOutcome:
     """Face file for one video (skip when already done). Runs in a worker process when ``--workers`` > 1."""
     started = time.perf_counter()
@@ -134,7 +106,7 @@ def prepare_video(video: SourceVideo, root: Path, config: FaceConfig, codec: str
         if not Path(video.path).is_file():
             return VideoOutcome(video.video_id, "failed", error="file_not_found")
         try:
-            with _one_omp_thread():
+            with openmp_threads():  # parallelism comes from --workers processes instead
                 _write_face_file(video, path, config, config_dict, codec)
         except DJLDMLError as exc:
             return VideoOutcome(video.video_id, "failed", error=exc.code, seconds=time.perf_counter() - started)
@@ -193,7 +165,7 @@ def _write_outputs(result: PrepareResult, by_id: dict[str, SourceVideo], kind: s
         records.append(VideoRecord(video_id=o.video_id, bdi=v.bdi, split=v.split, subject=v.subject,
                                    n_frames=o.n_frames, fps=o.fps, n_faces=o.n_faces,
                                    file=face_file_name(o.video_id)))
-    write_manifest(root / MANIFEST, records)
+    write_manifest(root / MANIFEST_CSV, records)
     synthetic = bool(by_id) and all(v.synthetic for v in by_id.values())
     info: dict[str, Any] = {
         "format": FORMAT,

@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from djldml.atomic import atomic_path
 from djldml.faces.align import ALIGN_TEMPLATE, similarity
 
 GENERATOR = "djldml-synth/1"  # bump when the rendering changes (it is written into every synthetic manifest)
@@ -347,8 +348,7 @@ def render_frames(video: VideoPlan, config: SynthConfig):
 
 def write_video(path: Path, frames, fps: float) -> None:
     """H.264 MP4, written to a temporary name and renamed (an interrupted synth leaves no half video)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with av.open(str(tmp), "w", format="mp4") as out:
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as out:
         rate = Fraction(fps).limit_denominator(1001)
         # One encoder thread, said to x264 itself: with only the codec context's thread_count = 1, encoding the
         # same frames five times gave three different files (measured under load, docs/training.md
@@ -366,7 +366,6 @@ def write_video(path: Path, frames, fps: float) -> None:
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    os.replace(tmp, path)
 
 
 README = """# SYNTHETIC DATA — not patient data, not clinical

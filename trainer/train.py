@@ -32,26 +32,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from djldml.atomic import atomic_path
 from djldml.clips import to_tensor
+from djldml.device import resolve_device
 from djldml.losses import JointObjective, head_for
-from djldml.model_file import FORMAT
+from djldml.model_file import model_dict
 from djldml.network import DJLDMLNet, build_network, count_parameters, load_pretrained_backbone
 
 from .config import TrainConfig, save_config
 from .data import Augmentation, ClipDataset, ClipStore, EpochClipSampler
 from .evaluate import point_metrics, predict_split
-
-
-def open_store(root: str | Path) -> ClipStore:
-    from .store import PreparedDataset  # the data engineer's module; imported late so tests can pass a fake
-
-    return PreparedDataset(root)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from .normalisation import resolve_input_normalisation, training_normalisation
+from .store import open_store
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -97,19 +89,12 @@ def param_groups(net: DJLDMLNet, cfg: TrainConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def model_dict(net: DJLDMLNet) -> dict:
-    """The djldml model file content (see djldml.model_file) of ``net``."""
-    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    return {"format": FORMAT, "net_config": net.config.to_dict(), "state_dict": state}
-
-
 def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a crash mid-write never leaves a truncated checkpoint
+    with atomic_path(path) as tmp:  # a crash mid-write never leaves a truncated checkpoint
+        torch.save(obj, tmp)
 
 
-def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:
+def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:  # noqa: C901, PLR0915 (steps: issue 12)
     """Train per ``cfg`` on ``dataset`` (default: the prepared dataset at ``cfg.data``); returns the run dir."""
     # --- processes and device. torchrun sets RANK; a plain `python -m trainer train` is one process. ---
     ddp = int(os.environ.get("RANK", -1)) != -1
@@ -161,10 +146,13 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:
     net = build_network(cfg.preset, head=head_for(cfg.objective))
     if cfg.head_prior:
         init_head_prior(net, [v.bdi for v in train_videos])
-    if cfg.pretrained:
-        loaded = load_pretrained_backbone(net, cfg.pretrained)
-        if master:
-            print(f"pretrained backbone: {len(loaded)} tensors loaded")
+    report = load_pretrained_backbone(net, cfg.pretrained) if cfg.pretrained else None
+    if master and report is not None:
+        print(report.summary())
+    cfg = resolve_input_normalisation(cfg, report)  # "auto" → what the weights expect; the card records it
+    normalisation = training_normalisation(cfg.to_dict())
+    if master:
+        save_config(cfg, run_dir / "config.json")
     net.to(device)
     objective = JointObjective(cfg.objective, cfg.sigma, cfg.l1_weight, cfg.dml_weight, cfg.n_bins,
                                cfg.hard_pairs, cfg.regression_loss)
@@ -214,7 +202,8 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:
             lr = lr_at(cfg, epoch * steps_per_epoch + n_steps, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            x, y = to_tensor(batch_clips, device, cfg.input_dynamics), scores.to(device, non_blocking=True)
+            x = to_tensor(batch_clips, device, normalisation, cfg.input_dynamics)
+            y = scores.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 out = model(x)
             loss = objective(out, y)  # losses compute in float32 whatever autocast did
@@ -241,7 +230,7 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:
                       "train_clips_per_s": n_steps * cfg.batch_size * world_size / train_seconds}
             results = predict_split(net, store, dev_videos, cfg.dev_clips_per_video, cfg.clip_length,
                                     cfg.clip_stride, cfg.eval_batch_size, use_amp, cfg.progress,
-                                    dynamics=cfg.input_dynamics)
+                                    normalisation=normalisation, dynamics=cfg.input_dynamics)
             dev: dict = point_metrics([r.true for r in results], [r.predicted for r in results]) if results else {}
             record.update({f"dev_{k}": v for k, v in dev.items()})
             score = dev["mae"] if dev else record["train_total"]
@@ -274,21 +263,4 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:
     if ddp:
         dist.destroy_process_group()
     return run_dir
-
-
-def load_net(path: str | Path, device: torch.device | str = "cpu") -> DJLDMLNet:
-    """The network of a run dir (its best.pt), a training checkpoint or a djldml model file, in eval mode."""
-    from djldml.network import NetConfig
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt"
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(blob, dict) and "model" in blob:
-        blob = blob["model"]
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path.name} is neither a training checkpoint nor a {FORMAT} model file")
-    net = DJLDMLNet(NetConfig.from_dict(blob["net_config"]))
-    net.load_state_dict(blob["state_dict"])
-    return net.to(device).eval()
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -158,12 +158,13 @@ class VideoInfo:
         file, or a header that lies (a file cannot tell which; the frames read are what is scored either way).
         ``frames_expected`` is the index's count, else the declared duration × the average frame rate."""
         declared, read = self.header_duration_s, self.duration_s
+        expected: int | None
         long_header = declared is not None and declared > read + max(0.3, 0.03 * read)
         if self.frames_declared > self.n_frames:
             by, expected = "index", self.frames_declared
         elif self.demux_error or long_header:
             by = "demux_error" if self.demux_error else "header_duration"
-            expected = int(round(declared * self.fps)) if long_header else None
+            expected = int(round(declared * self.fps)) if long_header and declared is not None else None
         else:
             return None
         out = {"frames_expected": expected, "frames_read": self.n_frames, "by": by, "duration_read_s": round(read, 3)}
@@ -255,58 +256,89 @@ def probe(path: str | Path, config: FaceConfig, deadline: Deadline | None = None
         stream, chosen_by = _choose_stream(container)
         cc = stream.codec_context
         _check_size(cc.width, cc.height, config)
-        # The header's claim, the video stream's own when there is one (audio may run longer than video).
-        header_s = container.duration / 1e6 if container.duration is not None and container.duration > 0 else None
-        if stream.duration and stream.time_base:
-            header_s = float(stream.duration * stream.time_base)
-        max_packets = int(config.max_duration_s * config.max_fps) + 1
         tb = float(stream.time_base) if stream.time_base else 0.0
-        n, t_min, t_max = 0, None, None
-        all_pts: list[int | None] = []  # for the frame table: ≈30 bytes a frame, 1.6 MB for 30 min at 30 fps
-        key_pts: list[int] = []
-        demux_error = False
-        try:
-            for i, packet in enumerate(container.demux(stream)):
-                if i % 256 == 0:
-                    deadline.check()
-                if packet.size == 0:  # the demuxer's end-of-stream flush packet
-                    continue
-                n += 1
-                if n > max_packets:
-                    raise VideoTooLong(f"more than {max_packets} frames", frames=n)
-                all_pts.append(packet.pts)
-                if packet.is_keyframe and packet.pts is not None:
-                    key_pts.append(packet.pts)
-                ts = packet.pts if packet.pts is not None else packet.dts
-                if ts is not None:
-                    t = ts * tb
-                    t_min = t if t_min is None or t < t_min else t_min
-                    t_max = t if t_max is None or t > t_max else t_max
-        except av.error.FFmpegError:
-            demux_error = True  # a truncated file: keep what was readable; decoding tells how much is usable
-        rate = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
-        if t_min is not None and t_max is not None and n > 1 and t_max > t_min:
-            duration = (t_max - t_min) * n / (n - 1)  # last frame lasts one average interval
-        else:
-            duration = n / rate
+        scan = _scan_packets(container, stream, tb, int(config.max_duration_s * config.max_fps) + 1, deadline)
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or 30.0  # the header's, for the fallbacks
+        duration = scan.duration_s(rate)
         info = VideoInfo(
-            n_frames=n,
-            duration_s=float(duration),
-            fps=float(n / duration) if duration > 0 else rate,
+            n_frames=scan.n,
+            duration_s=duration,
+            fps=float(scan.n / duration) if duration > 0 else rate,
             stored_width=cc.width,
             stored_height=cc.height,
             rotation=0,  # set below from the first frame
             codec=cc.name,
             container=container.format.name.split(",")[0],
-            table=_frame_table(all_pts, key_pts, tb),
+            table=_frame_table(scan.all_pts, scan.key_pts, tb),
             stream_index=stream.index,
             stream_chosen_by=chosen_by,
             # mp4/mov count samples in their index (stts); other containers' counts are not frame counts (AVI's is
             # its length in stream ticks).
             frames_declared=max(0, int(stream.frames or 0)) if container.format.name.startswith("mov") else 0,
-            header_duration_s=header_s,
-            demux_error=demux_error,
+            header_duration_s=_header_duration(container, stream),
+            demux_error=scan.demux_error,
         )
+    _check_length(info, config)
+    return _first_frame_facts(path, config, deadline, info)
+
+
+def _header_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """The header's claimed duration (s): the video stream's own when there is one (audio may run longer)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1e6 if container.duration is not None and container.duration > 0 else None
+
+
+@dataclass
+class _PacketScan:
+    """What the demux pass of :func:`probe` found: packet count, time span and timestamps (no decoding)."""
+
+    n: int = 0
+    t_min: float | None = None
+    t_max: float | None = None
+    all_pts: list[int | None] = field(default_factory=list)  # ≈30 bytes a frame, 1.6 MB for 30 min at 30 fps
+    key_pts: list[int] = field(default_factory=list)
+    demux_error: bool = False  # a truncated file: what was readable is kept; decoding tells how much is usable
+
+    def add(self, packet: av.Packet, time_base: float) -> None:
+        self.n += 1
+        self.all_pts.append(packet.pts)
+        if packet.is_keyframe and packet.pts is not None:
+            self.key_pts.append(packet.pts)
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is not None:
+            t = ts * time_base
+            self.t_min = t if self.t_min is None or t < self.t_min else self.t_min
+            self.t_max = t if self.t_max is None or t > self.t_max else self.t_max
+
+    def duration_s(self, rate: float) -> float:
+        """First to last timestamp plus one average interval (the last frame lasts one); n / rate without them."""
+        if self.t_min is not None and self.t_max is not None and self.n > 1 and self.t_max > self.t_min:
+            return float((self.t_max - self.t_min) * self.n / (self.n - 1))
+        return float(self.n / rate)
+
+
+def _scan_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream, time_base: float,
+                  max_packets: int, deadline: Deadline) -> _PacketScan:
+    """Count the stream's packets and collect their timestamps; VideoTooLong past ``max_packets``."""
+    scan = _PacketScan()
+    try:
+        for i, packet in enumerate(container.demux(stream)):
+            if i % 256 == 0:
+                deadline.check()
+            if packet.size == 0:  # the demuxer's end-of-stream flush packet
+                continue
+            if scan.n + 1 > max_packets:
+                raise VideoTooLong(f"more than {max_packets} frames", frames=scan.n + 1)
+            scan.add(packet, time_base)
+    except av.error.FFmpegError:
+        scan.demux_error = True
+    return scan
+
+
+def _check_length(info: VideoInfo, config: FaceConfig) -> None:
+    """The typed errors for a video without frames, too long, or too short for one clip."""
+    n = info.n_frames
     if n == 0:
         raise NotAVideo("the video stream has no frames", reason="no_frames")
     if info.duration_s > config.max_duration_s:
@@ -317,7 +349,6 @@ def probe(path: str | Path, config: FaceConfig, deadline: Deadline | None = None
             frames=n,
             duration_s=round(info.duration_s, 3),
         )
-    return _first_frame_facts(path, config, deadline, info)
 
 
 def _first_frame_facts(path: str | Path, config: FaceConfig, deadline: Deadline, info: VideoInfo) -> VideoInfo:
@@ -355,9 +386,10 @@ def display_orientation(frame: av.VideoFrame) -> tuple[int, bool]:
     """
     matrix = None
     try:
-        sd = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+        # PyAV's stubs do not declare av.sidedata nor side data as a buffer; both exist at run time (av 14-19).
+        sd = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)  # type: ignore[attr-defined]
         if sd is not None:
-            raw = bytes(sd)
+            raw = bytes(sd)  # type: ignore[call-overload]
             matrix = np.frombuffer(raw[:36], "<i4").astype(np.float64) if len(raw) >= 36 else None
     except (AttributeError, TypeError, ValueError):  # an older PyAV without frame side data
         matrix = None
@@ -386,7 +418,7 @@ def decode_frames(
     table: FrameTable | None = None,
     skip: SkipPlan | None = None,
     errors: DecodeErrors | None = None,
-) -> Iterator[DecodedFrame]:
+) -> Generator[DecodedFrame, None, None]:
     """Stream the video's frames in presentation order, memory independent of the video's length.
 
     Corrupt packets are skipped (up to MAX_DECODE_ERRORS); a frame larger than the limit raises VideoTooLarge.
@@ -399,94 +431,159 @@ def decode_frames(
     keyframe are not decoded. Should a decoded frame's timestamp be missing from the table before any skip was
     made, numbering falls back to counting and skipping is off for the rest of the video.
     """
-    use_table = table is not None
-    skipping = use_table and skip is not None
     with _open(path, config) as container:
-        stream = _video_stream(container)
-        stream.thread_type = "AUTO"  # frame + slice threads: decoding is the floor of our throughput
-        # FFmpeg itself refuses to allocate a larger frame, should the size grow mid-stream (a crafted SPS).
-        stream.codec_context.options = {"max_pixels": str(config.max_frame_pixels)}
-        if config.decode_threads:
-            stream.codec_context.thread_count = config.decode_threads
-        index, count, n_errors = 0, 0, 0
-        errors = errors if errors is not None else DecodeErrors()
-        damaged = False  # a packet of the current GOP failed: frames until the next keyframe are unusable
-        t0 = float(table.pts[0]) * table.time_base if use_table else None
-        current_key: int | None = None  # timestamp of the keyframe that began the GOP being decoded
-        skipping_to: int | None = None  # timestamp of the keyframe being skipped to
-        floor: int | None = None  # timestamp of the last keyframe skipped to: nothing earlier is wanted
-        demux = container.demux(stream)
-        while True:
-            try:
-                packet = next(demux)
-            except StopIteration:
-                break
-            except av.error.FFmpegError:
-                break  # truncated container: stop at the last readable packet
+        stream = _decoding_stream(container, config)
+        numbering = _Numbering(table)
+        damage = _Damage(errors if errors is not None else DecodeErrors())
+        skipper = _GopSkipper(table, skip) if table is not None and skip is not None else None
+        for packet in _packets(container, stream):
             deadline.check()
-            if skipping and packet.size:
-                if skipping_to is None:
-                    target = table.keyframe_for(skip.next_needed)
-                    if target is not None and current_key is not None and target > current_key:
-                        skipping_to = target  # the next frame needed is in a later GOP
-                if packet.is_keyframe and packet.pts is not None:
-                    if skipping_to is not None and packet.pts >= skipping_to:
-                        # Frames still inside the decoder come before the needed one: drop them with its state.
-                        stream.codec_context.flush_buffers()
-                        damaged = False  # the damaged references went with the flush
-                        skip.gops_skipped += 1
-                        floor, skipping_to = packet.pts, None
-                    if skipping_to is None:
-                        current_key = packet.pts
-                if skipping_to is not None:
-                    skip.packets_skipped += 1
-                    continue
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError:
-                n_errors += 1
-                errors.packets += 1
-                damaged = True
-                if n_errors > MAX_DECODE_ERRORS:
-                    raise NotAVideo("too many corrupt packets", reason="corrupt", frames_decoded=count) from None
+            if skipper is not None and numbering.by_table and skipper.skips(packet, stream, numbering, damage):
                 continue
-            for frame in frames:
+            for frame in damage.decode(packet, numbering.count):
                 _check_size(frame.width, frame.height, config)
-                if damaged:
-                    # With frame threads the error surfaces a few packets late, so a frame or two decoded
-                    # before the bad packet may be dropped too: losing them is cheaper than a smeared face.
-                    if not frame.key_frame:
-                        errors.frames_dropped += 1
-                        if not use_table:
-                            index += 1  # without a table frames are numbered by counting: keep the count
-                        continue
-                    damaged = False
-                if use_table:
-                    found = table.index_of(frame.pts)
-                    if floor is not None and (found is None or frame.pts < floor):
-                        # After a skip: a frame that cannot be placed in time, or an open GOP's leading frame
-                        # whose references were never decoded. Neither is wanted.
-                        continue
-                    if found is None:
-                        # Timestamps do not match the table: count frames as without one.
-                        use_table = skipping = False
-                    else:
-                        index = found
-                        t = (frame.pts - int(table.pts[0])) * table.time_base
-                        count += 1
-                        yield DecodedFrame(index=index, time=max(0.0, float(t)), frame=frame)
-                        index += 1
-                        continue
-                t = frame.time
-                if t is None:
-                    t = index / 30.0 if t0 is None else t0 + index / 30.0
-                if t0 is None:
-                    t0 = t
-                count += 1
-                yield DecodedFrame(index=index, time=max(0.0, float(t - t0)), frame=frame)
-                index += 1
-        if count == 0:
+                if not damage.usable(frame):
+                    numbering.drop()
+                    continue
+                decoded = numbering.place(frame)
+                if decoded is not None:
+                    yield decoded
+        if numbering.count == 0:
             raise NotAVideo("no frame could be decoded", reason="undecodable")
+
+
+def _decoding_stream(container: av.container.InputContainer, config: FaceConfig) -> av.video.stream.VideoStream:
+    """The video stream to decode, with its decoder's threads and frame-size limit set."""
+    stream = _video_stream(container)
+    stream.thread_type = "AUTO"  # frame + slice threads: decoding is the floor of our throughput
+    # FFmpeg itself refuses to allocate a larger frame, should the size grow mid-stream (a crafted SPS).
+    stream.codec_context.options = {"max_pixels": str(config.max_frame_pixels)}
+    if config.decode_threads:
+        stream.codec_context.thread_count = config.decode_threads
+    return stream
+
+
+def _packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.Packet]:
+    """The stream's packets in file order; a truncated container ends at its last readable packet."""
+    demux = container.demux(stream)
+    while True:
+        try:
+            packet = next(demux)
+        except (StopIteration, av.error.FFmpegError):
+            return
+        yield packet
+
+
+class _Damage:
+    """Corrupt packets and the frames they spoil (see :class:`DecodeErrors`), for one decoding pass."""
+
+    def __init__(self, errors: DecodeErrors):
+        self.errors = errors
+        self.damaged = False  # a packet of the current GOP failed: frames until the next keyframe are unusable
+        self.refused = 0  # packets refused in this pass (``errors`` may carry counts of earlier passes)
+
+    def decode(self, packet: av.Packet, frames_decoded: int) -> list[av.VideoFrame]:
+        """The packet's frames; none for a corrupt packet (NotAVideo after MAX_DECODE_ERRORS of them)."""
+        try:
+            return packet.decode()
+        except av.error.FFmpegError:
+            self.refused += 1
+            self.errors.packets += 1
+            self.damaged = True
+            if self.refused > MAX_DECODE_ERRORS:
+                raise NotAVideo("too many corrupt packets", reason="corrupt", frames_decoded=frames_decoded) from None
+            return []
+
+    def usable(self, frame: av.VideoFrame) -> bool:
+        """False for a frame predicted from damaged references (counted as dropped); a keyframe ends the damage.
+
+        With frame threads the error surfaces a few packets late, so a frame or two decoded before the bad packet
+        may be dropped too: losing them is cheaper than a smeared face.
+        """
+        if not self.damaged:
+            return True
+        if not frame.key_frame:
+            self.errors.frames_dropped += 1
+            return False
+        self.damaged = False
+        return True
+
+
+class _Numbering:
+    """Index and time of each decoded frame: by its timestamp in the probe's table when there is one (a frame lost
+    to a corrupt packet leaves its index unused; counting would shift every later index), else by counting. A
+    timestamp missing from the table, before any skip, switches to counting for the rest of the video."""
+
+    def __init__(self, table: FrameTable | None):
+        self.table = table
+        self.by_table = table is not None
+        self.floor: int | None = None  # timestamp of the last keyframe skipped to: nothing earlier is wanted
+        self.index = 0  # of the next frame
+        self.count = 0  # frames numbered so far
+        self.t0 = float(table.pts[0]) * table.time_base if table is not None else None
+
+    def drop(self) -> None:
+        """A decoded frame was dropped: when counting, its index is used up all the same."""
+        if not self.by_table:
+            self.index += 1
+
+    def place(self, frame: av.VideoFrame) -> DecodedFrame | None:
+        """The frame with its index and time, or None for a frame not wanted after a skip."""
+        if self.by_table and self.table is not None:
+            found = self.table.index_of(frame.pts)
+            if self.floor is not None and (found is None or frame.pts is None or frame.pts < self.floor):
+                # After a skip: a frame that cannot be placed in time, or an open GOP's leading frame whose
+                # references were never decoded. Neither is wanted.
+                return None
+            if found is None or frame.pts is None:
+                self.by_table = False  # timestamps do not match the table: count frames as without one
+            else:
+                self.index = found
+                return self._numbered(frame, float((frame.pts - int(self.table.pts[0])) * self.table.time_base))
+        t = frame.time
+        if t is None:
+            t = self.index / 30.0 if self.t0 is None else self.t0 + self.index / 30.0
+        if self.t0 is None:
+            self.t0 = t
+        return self._numbered(frame, float(t - self.t0))
+
+    def _numbered(self, frame: av.VideoFrame, t: float) -> DecodedFrame:
+        self.count += 1
+        self.index += 1
+        return DecodedFrame(index=self.index - 1, time=max(0.0, t), frame=frame)
+
+
+class _GopSkipper:
+    """Leaves the packets of whole GOPs undecoded while the frame the consumer needs next (``plan.next_needed``)
+    lies in a later GOP than the one being decoded: decoding resumes at that GOP's keyframe."""
+
+    def __init__(self, table: FrameTable, plan: SkipPlan):
+        self.table, self.plan = table, plan
+        self.current_key: int | None = None  # timestamp of the keyframe that began the GOP being decoded
+        self.skipping_to: int | None = None  # timestamp of the keyframe being skipped to
+
+    def skips(self, packet: av.Packet, stream: av.video.stream.VideoStream, numbering: _Numbering,
+              damage: _Damage) -> bool:
+        """Whether to leave ``packet`` undecoded; at the keyframe skipped to, the decoder is flushed."""
+        if not packet.size:
+            return False
+        if self.skipping_to is None:
+            target = self.table.keyframe_for(self.plan.next_needed)
+            if target is not None and self.current_key is not None and target > self.current_key:
+                self.skipping_to = target  # the next frame needed is in a later GOP
+        if packet.is_keyframe and packet.pts is not None:
+            if self.skipping_to is not None and packet.pts >= self.skipping_to:
+                # Frames still inside the decoder come before the needed one: drop them with its state.
+                stream.codec_context.flush_buffers()
+                damage.damaged = False  # the damaged references went with the flush
+                self.plan.gops_skipped += 1
+                numbering.floor, self.skipping_to = packet.pts, None
+            if self.skipping_to is None:
+                self.current_key = packet.pts
+        if self.skipping_to is not None:
+            self.plan.packets_skipped += 1
+            return True
+        return False
 
 
 def stored_to_display(rotation: int, width: int, height: int, hflip: bool = False) -> np.ndarray:
@@ -540,7 +637,7 @@ class FrameConverter:
         scale = min(1.0, 0.75 * self.detect_width / min(frame.width, frame.height))
         sw = max(2, int(round(frame.width * scale)))
         sh = max(2, int(round(frame.height * scale)))
-        source = frame
+        source: av.VideoFrame | None = frame
         if frame.interlaced_frame:
             self.deinterlaced += 1
             source = _top_field(frame)
@@ -549,7 +646,7 @@ class FrameConverter:
             small = self._small.reformat(
                 source, width=sw, height=sh, format="bgr24", interpolation="AREA", threads=1, **_ranges(frame)
             )
-            img = small.to_ndarray()
+            img: np.ndarray = small.to_ndarray()
         else:  # an interlaced frame in a format whose field cannot be cut out cheaply
             full = _interpolate_lines(
                 self._full.reformat(frame, format="bgr24", threads=1, **_ranges(frame)).to_ndarray(), 0
@@ -628,7 +725,8 @@ def _ranges(frame: av.VideoFrame) -> dict:
 def _plane(frame: av.VideoFrame, i: int) -> np.ndarray:
     """Plane ``i`` of ``frame`` as a [height, width] uint8 view (no copy; rows padded to line_size)."""
     plane = frame.planes[i]
-    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    flat = np.frombuffer(plane, np.uint8)  # type: ignore[call-overload]  # a VideoPlane is a buffer; stubs omit it
+    return flat.reshape(plane.height, plane.line_size)[:, : plane.width]
 
 
 def _interpolate_lines(rows: np.ndarray, first: int) -> np.ndarray:

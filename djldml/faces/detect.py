@@ -7,9 +7,7 @@ and installs without touching numpy or torch (mediapipe needs numpy<2; MTCNN dra
 
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
@@ -17,61 +15,10 @@ import cv2
 import numpy as np
 import yuface
 
+from ..openmp import openmp_threads
 from .config import FaceConfig
 
-
-class _OneOpenMPThread:
-    """Context manager: every loaded OpenMP runtime uses one thread in this thread, restored afterwards.
-
-    libfacedetection parallelises one small image over all cores with OpenMP. On a shared or busy machine the
-    spinning threads made a 320×240 detection 30× more expensive (≈400 ms of CPU instead of ≈12 ms, measured),
-    and a service running several workers wants one core per detection anyway. Which OpenMP runtime yuface's
-    calls reach depends on import order (torch loads its own libgomp globally and then wins the symbol lookup),
-    so the setting is applied to every libgomp in the process, per call, and restored: torch's own threads
-    are unaffected. Linux only (it reads /proc/self/maps); elsewhere a no-op.
-    """
-
-    def __init__(self) -> None:
-        self._libs: list[ctypes.CDLL] = []
-        self._modules_seen = -1
-        self._saved: list[int] = []
-
-    def _refresh(self) -> None:
-        if len(sys.modules) == self._modules_seen:
-            return  # nothing new imported, so no new runtime loaded
-        self._modules_seen = len(sys.modules)
-        paths = set()
-        try:
-            with open("/proc/self/maps") as maps:
-                for line in maps:
-                    path = line.rsplit(None, 1)[-1]
-                    if os.path.basename(path).startswith("libgomp"):
-                        paths.add(path)
-        except OSError:
-            return
-        libs = []
-        for path in sorted(paths):
-            try:
-                lib = ctypes.CDLL(path)
-                lib.omp_get_max_threads.restype = ctypes.c_int
-                libs.append(lib)
-            except (OSError, AttributeError):
-                continue
-        self._libs = libs
-
-    def __enter__(self) -> None:
-        self._refresh()
-        self._saved = [lib.omp_get_max_threads() for lib in self._libs]
-        for lib in self._libs:
-            lib.omp_set_num_threads(THREADS)
-
-    def __exit__(self, *exc) -> None:
-        for lib, n in zip(self._libs, self._saved, strict=False):
-            lib.omp_set_num_threads(n)
-
-
-THREADS = int(os.environ.get("DJLDML_DETECTOR_THREADS", "1"))
-_one_thread = _OneOpenMPThread()
+THREADS = int(os.environ.get("DJLDML_DETECTOR_THREADS", "1"))  # OpenMP threads per detection
 
 NAME = "yuface (libfacedetection)"
 
@@ -129,7 +76,7 @@ def detect_faces(
     ``locate``: only those shorter than ``LOCATE_SLACK`` times that, for a search whose faces are measured
     again on their square (:func:`detect_near`).
     """
-    with _one_thread:
+    with openmp_threads(THREADS):  # djldml.openmp says why
         scores, boxes, landmarks = yuface.detect(bgr, conf=config.detect_threshold)
     scale_xy = np.array([sx, sy])
     shift = np.array(offset, dtype=np.float64)

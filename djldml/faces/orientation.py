@@ -24,7 +24,9 @@ else frames in the first seconds) and counts neither them nor its detections in 
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,9 +34,9 @@ import cv2
 import numpy as np
 
 from ..errors import FaceOrientation
-from . import detect as detector
 from .config import FaceConfig
 from .decode import Deadline, FrameConverter, SkipPlan, VideoInfo, decode_frames
+from .detect import LOCATE_SLACK, MIN_SEARCH_PX, SEARCH_SQUARE, detect_faces
 
 TURNS = (0, 90, 180, 270)  # counter-clockwise degrees, as the rotation metadata
 SURVEY_FRAMES = 3  # frames looked at first, spread over the video …
@@ -228,7 +230,7 @@ class _Looker:
     def __init__(self, config: FaceConfig, info: VideoInfo):
         self.config = config
         # Faces only measured roughly here: keep those somewhat under the size floor (detect.LOCATE_SLACK).
-        slack = config.min_face_fraction * detector.LOCATE_SLACK
+        slack = config.min_face_fraction * LOCATE_SLACK
         self.locate_config = replace(config, detect_threshold=LOCATE_THRESHOLD, min_face_fraction=slack)
         self.normal = FrameConverter(info.rotation, config.detect_width)
         larger = has_larger_scale(info, config)
@@ -257,11 +259,11 @@ class _Looker:
         face scores ``detect_threshold``: at half scale (large faces; ≈ 2 ms instead of ≈ 10 ms at 320×240), at
         full scale, then (``normal``) at the whole image turned by 90, 180 and 270°."""
         h, w = img.shape[:2]
-        looks = [lambda: self._locate(img, 0)]
+        looks: list[Callable[[], list[tuple[float, float, float]]]] = [lambda: self._locate(img, 0)]
         if normal:
             half = cv2.resize(img, (max(2, w // 2), max(2, h // 2)), interpolation=cv2.INTER_AREA)
             looks.insert(0, lambda: [(2 * x + 0.5, 2 * y + 0.5, 2 * side) for x, y, side in self._locate(half, 0)])
-            looks += [lambda k=k: self._locate(img, k)[:1] for k in (1, 2, 3)]
+            looks += [functools.partial(self._turned_located, img, k) for k in (1, 2, 3)]
         best: tuple[list[float], float] | None = None
         for locate in looks:
             for cx, cy, side in locate()[:2]:
@@ -272,13 +274,17 @@ class _Looker:
                 return best
         return None
 
+    def _turned_located(self, img: np.ndarray, k: int) -> list[tuple[float, float, float]]:
+        """The best face of ``img`` turned by ``k`` × 90°, if any."""
+        return self._locate(img, k)[:1]
+
     def _locate(self, img: np.ndarray, k: int) -> list[tuple[float, float, float]]:
         """Faces in ``img`` turned by ``k`` quarter turns, as (centre x, centre y, side) in ``img``'s own
         (unturned) pixels, highest score first."""
         turned = np.ascontiguousarray(np.rot90(img, k))
         h, w = turned.shape[:2]
         # frame_height: the height the frame would have if this turn were the upright one.
-        faces = detector.detect_faces(turned, 1.0, 1.0, self.locate_config, h)
+        faces = detect_faces(turned, 1.0, 1.0, self.locate_config, h)
         self.detections += 1
         out = []
         for f in sorted(faces, key=lambda f: -f.score):
@@ -288,7 +294,7 @@ class _Looker:
 
     def _turned_scores(self, img: np.ndarray, cx: float, cy: float, side: float) -> list[float]:
         h, w = img.shape[:2]
-        half = max(detector.MIN_SEARCH_PX, detector.SEARCH_SQUARE * side) / 2
+        half = max(MIN_SEARCH_PX, SEARCH_SQUARE * side) / 2
         x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
         x1, y1 = min(w, int(cx + half) + 1), min(h, int(cy + half) + 1)
         square = img[y0:y1, x0:x1]
@@ -301,7 +307,7 @@ class _Looker:
         scores = []
         for k in range(4):
             turned = np.ascontiguousarray(np.rot90(square, k))
-            faces = detector.detect_faces(turned, 1.0, 1.0, self.locate_config, turned.shape[0])
+            faces = detect_faces(turned, 1.0, 1.0, self.locate_config, turned.shape[0])
             self.detections += 1
             # Only a face about as large as the located one counts (not a texture patch inside the square).
             sizes_ok = [f.score for f in faces if max(f.box[2], f.box[3]) >= 0.5 * side * shrink]

@@ -24,18 +24,18 @@ Alignment converts only the region of the frame that the face is warped from
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from ..clips import ClipMeta, FaceClips, QualityReport
 from ..errors import NoFace, TooFewFaceClips, VideoTooShort
-from . import detect as detector
-from . import orientation
 from .align import alignment_matrices, shifted, source_region, warp
 from .config import FaceConfig
 from .decode import (
@@ -49,6 +49,9 @@ from .decode import (
     probe,
     stored_to_display,
 )
+from .detect import Face, detect_faces, detect_near, large_enough
+from .detect import describe as describe_detector
+from .orientation import has_larger_scale, larger_width, survey
 from .timeline import ResampledSkipPlan, Timeline, clip_segments
 from .track import choose_face, interpolate, line_fit, persistent_clips, same_face
 
@@ -82,7 +85,7 @@ class _Stats:
             self.dropped[reason] = self.dropped.get(reason, 0) + n
 
 
-class _Session:
+class _FaceTracker:
     """One video being processed: its probe, deadline, geometry, tracker state and counters."""
 
     def __init__(self, path: str | Path, config: FaceConfig):
@@ -96,16 +99,16 @@ class _Session:
         # finds is composed into info.rotation, so everything below handles it like rotation metadata. (The
         # survey looks at rot90(stored, rotation) unflipped; a display flip is applied after the rotation, so the
         # sum of the two turns is right with or without it.)
-        self.survey = orientation.survey(self.path, config, self.info, self.deadline)
+        self.survey = survey(self.path, config, self.info, self.deadline)
         self.info = info = self.survey.apply(self.info)
         self.stats.seconds["survey"] = self.survey.seconds
-        self.s2d = stored_to_display(info.rotation, info.stored_width, info.stored_height, info.hflip)
+        self.display_from_stored = stored_to_display(info.rotation, info.stored_width, info.stored_height, info.hflip)
         self.larger_scale = self.survey.larger_scale  # small faces: detect at the larger scale (orientation.py)
-        larger = FrameConverter(info.rotation, orientation.larger_width(config, info), info.hflip)
+        larger = FrameConverter(info.rotation, larger_width(config, info), info.hflip)
         normal = FrameConverter(info.rotation, config.detect_width, info.hflip)
         self.converter = larger if self.larger_scale else normal
         # No face in the survey: small faces may be elsewhere, so failed searches also look at the larger scale.
-        fallback = not self.survey.faces_found and orientation.has_larger_scale(info, config)
+        fallback = not self.survey.faces_found and has_larger_scale(info, config)
         self._larger = larger if fallback else None
         self._next_larger_at = 0.0  # video time (s) of the next search at the larger scale
         self.larger_searches = 0
@@ -117,10 +120,10 @@ class _Session:
                 f"needs {config.clip_span}", frames=self.timeline.n_frames, duration_s=round(info.duration_s, 3))
         self.frames_decoded = 0  # source frames out of the decoder
         self.timeline_frames = 0  # resampled frames produced from them
-        self.previous: detector.Face | None = None  # the interviewee at the last successful detection
+        self.previous: Face | None = None  # the interviewee at the last successful detection
         self._since_full = 0  # detections since the last one on the whole frame
 
-    def frames(self, skip: ResampledSkipPlan | None = None) -> Iterator[DecodedFrame]:
+    def frames(self, skip: ResampledSkipPlan | None = None) -> Generator[DecodedFrame, None, None]:
         """The video's frames resampled to ``config.fps`` (:class:`~djldml.faces.timeline.Timeline`): ``index``
         and ``time`` are the timeline's. With ``skip``, GOPs before the source frame shown at ``skip.needed``
         are not decoded."""
@@ -133,7 +136,7 @@ class _Session:
             self.frames_decoded += 1
             yield df
 
-    def detect(self, df: DecodedFrame, whole_frame: bool = False) -> detector.Face | None:
+    def detect(self, df: DecodedFrame, whole_frame: bool = False) -> Face | None:
         """The interviewee in this frame, or None.
 
         Precise landmarks come from the detector looking at a square around the face, resized so that the face
@@ -153,11 +156,11 @@ class _Session:
         bgr, sx, sy = self.converter.small_bgr(df.frame)
         face = None
         full = whole_frame or self.previous is None or self._since_full + 1 >= self.config.full_detect_every
-        if not full:
-            face = self._near(bgr, sx, sy, self.previous)
+        if not full and self.previous is not None:  # (not full implies a previous face)
+            face = self._detect_near(bgr, sx, sy, self.previous)
             self._since_full += 1
         if face is None:
-            face = self._whole(bgr, sx, sy)
+            face = self._detect_whole_frame(bgr, sx, sy)
             self._since_full = 0
             if face is None and self._larger is not None:
                 face = self._search_larger(df)
@@ -169,47 +172,48 @@ class _Session:
         self.stats.seconds["detect"] += time.perf_counter() - t
         return face
 
-    def _near(self, bgr: np.ndarray, sx: float, sy: float, around: detector.Face) -> detector.Face | None:
+    def _detect_near(self, bgr: np.ndarray, sx: float, sy: float, around: Face) -> Face | None:
         self.stats.crop_detections += 1
-        faces = detector.detect_near(bgr, sx, sy, around, self.config, self.info.height)
+        faces = detect_near(bgr, sx, sy, around, self.config, self.info.height)
         return choose_face(faces, around)
 
-    def _whole(self, bgr: np.ndarray, sx: float, sy: float) -> detector.Face | None:
+    def _detect_whole_frame(self, bgr: np.ndarray, sx: float, sy: float) -> Face | None:
         if not self.larger_scale:  # a face that needs the larger scale is too small for a half-scale look
             h, w = bgr.shape[:2]
             coarse = cv2.resize(bgr, (max(2, w // 2), max(2, h // 2)), interpolation=cv2.INTER_AREA)
             cx, cy = sx * w / coarse.shape[1], sy * h / coarse.shape[0]
             found = choose_face(self._locate(coarse, cx, cy), self.previous)
             if found is not None:
-                face = self._near(bgr, sx, sy, found)
+                face = self._detect_near(bgr, sx, sy, found)
                 if face is not None:
                     return face
         return self._refined(bgr, sx, sy, choose_face(self._locate(bgr, sx, sy), self.previous))
 
-    def _locate(self, bgr: np.ndarray, sx: float, sy: float) -> list[detector.Face]:
-        return detector.detect_faces(bgr, sx, sy, self.config, self.info.height, locate=True)
+    def _locate(self, bgr: np.ndarray, sx: float, sy: float) -> list[Face]:
+        return detect_faces(bgr, sx, sy, self.config, self.info.height, locate=True)
 
-    def _refined(self, bgr: np.ndarray, sx: float, sy: float, found: detector.Face | None) -> detector.Face | None:
+    def _refined(self, bgr: np.ndarray, sx: float, sy: float, found: Face | None) -> Face | None:
         """``found`` (from a whole-frame search) detected again on its square: landmarks and size from the face
         at its best size (detect.NEAR_SQUARE_PX), as everywhere else; None when it is under the size floor."""
         if found is None:
             return None
-        face = self._near(bgr, sx, sy, found)
-        if face is None and detector.large_enough(found, self.config, self.info.height):
+        face = self._detect_near(bgr, sx, sy, found)
+        if face is None and large_enough(found, self.config, self.info.height):
             return found
         return face
 
-    def _search_larger(self, df: DecodedFrame) -> detector.Face | None:
+    def _search_larger(self, df: DecodedFrame) -> Face | None:
         """The interviewee at the larger scale, at most once every ``LARGER_EVERY_S`` seconds of video;
         switches the video to that scale when found."""
-        if df.time < self._next_larger_at:
+        larger = self._larger
+        if larger is None or df.time < self._next_larger_at:
             return None
         self._next_larger_at = df.time + LARGER_EVERY_S
-        bgr, sx, sy = self._larger.small_bgr(df.frame)
+        bgr, sx, sy = larger.small_bgr(df.frame)
         self.larger_searches += 1
         face = self._refined(bgr, sx, sy, choose_face(self._locate(bgr, sx, sy), self.previous))
         if face is not None:
-            self.converter, self.larger_scale = self._larger, True
+            self.converter, self.larger_scale = larger, True
         return face
 
     def align(self, frames: list[DecodedFrame], landmarks: np.ndarray) -> np.ndarray:
@@ -217,13 +221,13 @@ class _Session:
         t = time.perf_counter()
         size = self.config.face_size
         faces = np.zeros((len(frames), size, size, 3), np.uint8)
-        matrices = alignment_matrices(landmarks, size, self.s2d)
+        matrices = alignment_matrices(landmarks, size, self.display_from_stored)
         for j, df in enumerate(frames):
             fw, fh = df.frame.width, df.frame.height
             m = matrices[j]
             if (fw, fh) != (self.info.stored_width, self.info.stored_height):  # size changed mid-stream
-                s2d = stored_to_display(self.info.rotation, fw, fh, self.info.hflip)
-                m = alignment_matrices(landmarks[j : j + 1], size, s2d)[0]
+                display_from_stored = stored_to_display(self.info.rotation, fw, fh, self.info.hflip)
+                m = alignment_matrices(landmarks[j : j + 1], size, display_from_stored)[0]
             x0, y0, x1, y1 = source_region(m, size, fw, fh)
             if x1 > x0 and y1 > y0:  # else the face lies outside the frame: black, as the warp's border
                 faces[j] = warp(self.converter.rgb_region(df.frame, x0, y0, x1, y1), shifted(m, x0, y0), size)
@@ -233,7 +237,7 @@ class _Session:
 
     def corrections(self) -> dict:
         """What was chosen or corrected for this video (QualityReport.corrections); keys absent when nothing was."""
-        info, out = self.info, {}
+        info, out = self.info, dict[str, Any]()
         timeline = self.timeline
         variable = False
         if info.table is not None and len(info.table.pts) > 2:
@@ -284,7 +288,7 @@ class _Session:
             dropped=dict(sorted(dropped.items())),
             corrections=self.corrections(),
             detector={
-                **detector.describe(self.config),
+                **describe_detector(self.config),
                 "mode": mode,
                 "detections_run": self.stats.detections,
                 "detections_on_face_square": self.stats.crop_detections,
@@ -303,37 +307,39 @@ class _Session:
 
 
 def _detect_each(
-    session: _Session, start: detector.Face | None, frames: list[DecodedFrame]
-) -> list[detector.Face | None]:
+    session: _FaceTracker, start: Face | None, frames: list[DecodedFrame]
+) -> list[Face | None]:
     """Run the detector on each of ``frames`` in turn, following the face from ``start``.
 
     What both modes do between two detections that do not continue each other (the face moved fast, appeared,
     vanished, or another face took over): look at every frame rather than guess. Each search starts on a
-    square around the face of the frame before (:meth:`_Session.detect`), so a face that moves briskly is
+    square around the face of the frame before (:meth:`_FaceTracker.detect`), so a face that moves briskly is
     followed frame by frame; an empty square falls back to the whole frame.
     """
     session.previous = start
     return [session.detect(df) for df in frames]
 
 
-def _continuous(chain: list[detector.Face | None]) -> bool:
-    """Whether ``chain`` (detections on consecutive frames) is one face throughout."""
-    return all(f is not None for f in chain) and all(same_face(a, b) for a, b in zip(chain, chain[1:], strict=False))
+def _one_face(chain: list[Face | None]) -> list[Face] | None:
+    """``chain`` (detections on consecutive frames) when it is one face throughout, else None."""
+    faces = [f for f in chain if f is not None]
+    one = len(faces) == len(chain) and all(same_face(a, b) for a, b in itertools.pairwise(faces))
+    return faces if one else None
 
 
 # --- dense: every frame ----------------------------------------------------------------------------------------
 
 
-def _dense_landmarks(session: _Session) -> Iterator[tuple[DecodedFrame, np.ndarray | None]]:
+def _dense_landmarks(session: _FaceTracker) -> Iterator[tuple[DecodedFrame, np.ndarray | None]]:
     """Every frame of the timeline with the interviewee's landmarks (None: no face), detecting every k-th frame.
 
     Each detection is smoothed with its two neighbours (:func:`_smoothed`), so a detection is emitted, with the
     frames before it, once the next one is known: two detection intervals of frames are held, unconverted.
     """
     k = session.config.detect_every
-    queue: list[tuple[DecodedFrame, detector.Face | None, list]] = []  # detected, not emitted: (frame, face, gap)
-    before: tuple[DecodedFrame | None, detector.Face | None, np.ndarray | None] = (None, None, None)
-    last: tuple[DecodedFrame, detector.Face | None] | None = None
+    queue: list[tuple[DecodedFrame, Face | None, list]] = []  # detected, not emitted: (frame, face, gap)
+    before: _Emitted = (None, None, None)
+    last: tuple[DecodedFrame, Face | None] | None = None
     pending: list[DecodedFrame] = []  # frames after the last detection, waiting for the next one
     for df in session.frames():
         if last is None or df.index - last[0].index >= k:
@@ -344,7 +350,7 @@ def _dense_landmarks(session: _Session) -> Iterator[tuple[DecodedFrame, np.ndarr
                 before = yield from _emit(queue.pop(0), before, queue[0])
         else:
             pending.append(df)
-    if pending:  # the tail after the last detection: detect its last frame to close the interval
+    if pending and last is not None:  # the tail after the last detection: detect its last frame to close it
         end = pending.pop()
         face = session.detect(end)
         queue.append((end, face, _resolve(session, last[1], face, pending)))
@@ -355,7 +361,7 @@ def _dense_landmarks(session: _Session) -> Iterator[tuple[DecodedFrame, np.ndarr
 _INTERPOLATE = object()  # in a gap: the frame's landmarks lie between the (smoothed) detections around it
 
 
-def _resolve(session: _Session, a: detector.Face | None, b: detector.Face | None, between: list[DecodedFrame]
+def _resolve(session: _FaceTracker, a: Face | None, b: Face | None, between: list[DecodedFrame]
              ) -> list[tuple[DecodedFrame, object]]:
     """What the frames strictly between two detections ``a`` and ``b`` get: interpolation between them when
     they are one face, else each frame's own detection (landmarks or None)."""
@@ -368,13 +374,19 @@ def _resolve(session: _Session, a: detector.Face | None, b: detector.Face | None
     return [(df, None if face is None else face.landmarks) for df, face in zip(between, found, strict=True)]
 
 
-def _emit(current, before, after) -> Iterator[tuple[DecodedFrame, np.ndarray | None]]:
+_Emitted = tuple[DecodedFrame | None, Face | None, np.ndarray | None]  # a detection's frame, face, landmarks
+
+
+def _emit(current: tuple[DecodedFrame, Face | None, list], before: _Emitted,
+          after: tuple[DecodedFrame, Face | None, list] | None
+          ) -> Generator[tuple[DecodedFrame, np.ndarray | None], None, _Emitted]:
     """Yield the gap before detection ``current`` and its own frame; return its (frame, face, smoothed
     landmarks) for the next call. ``before``/``after``: the detections around it (after may be None)."""
     df, face, gap = current
     marks = _smoothed(before[0], before[1], df, face, *(after[:2] if after is not None else (None, None)))
     for j, (gdf, value) in enumerate(gap, start=1):
-        if value is _INTERPOLATE:
+        if value is _INTERPOLATE:  # (only between two detections of one face: both have landmarks)
+            assert before[2] is not None and marks is not None
             fraction = j / (len(gap) + 1)
             yield gdf, (1.0 - fraction) * before[2] + fraction * marks
         else:
@@ -383,7 +395,7 @@ def _emit(current, before, after) -> Iterator[tuple[DecodedFrame, np.ndarray | N
     return df, face, marks
 
 
-def _smoothed(p_df, p: detector.Face | None, c_df, c: detector.Face | None, n_df, n: detector.Face | None
+def _smoothed(p_df, p: Face | None, c_df, c: Face | None, n_df, n: Face | None
               ) -> np.ndarray | None:
     """Landmarks of detection ``c``: on the straight line through it and its neighbours ``p`` and ``n`` when the
     three are one face close to a line (:func:`~djldml.faces.track.line_fit`), else its own."""
@@ -404,7 +416,7 @@ class AlignedFrames:
     """
 
     def __init__(self, path: str | Path, config: FaceConfig = FaceConfig()):
-        self.session = _Session(path, config)
+        self.session = _FaceTracker(path, config)
         self.info = self.session.info
         self.report: QualityReport | None = None
         self._iter = self._run()
@@ -418,7 +430,7 @@ class AlignedFrames:
     def close(self) -> None:
         self._iter.close()
 
-    def _run(self) -> Iterator[AlignedFrame]:
+    def _run(self) -> Generator[AlignedFrame, None, None]:
         s = self.session
         with_face = 0
         for df, landmarks in _dense_landmarks(s):
@@ -458,7 +470,7 @@ class FaceClipStream:
         self._iter.close()
         self.frames.close()
 
-    def _run(self) -> Iterator[tuple[np.ndarray, ClipMeta]]:
+    def _run(self) -> Generator[tuple[np.ndarray, ClipMeta], None, None]:
         c = self.config
         span, stride, step = c.clip_span, c.temporal_stride, c.step
         run_start: int | None = None  # index of the first frame of the current run of face frames
@@ -468,7 +480,7 @@ class FaceClipStream:
         for af in self.frames:
             if len(used) <= af.index:
                 used.extend(b"\0" * (af.index + 1 - len(used)))
-            if af.face is None:
+            if af.face is None or af.landmarks is None:  # (an aligned face always has its landmarks)
                 run_start, open_clips = None, {}
                 continue
             if run_start is None:
@@ -487,6 +499,7 @@ class FaceClipStream:
                     self.landmarks = np.stack(marks)
                     yield np.stack(faces), ClipMeta(first_frame=start, last_frame=start + span - 1, start_time=t0)
         report = self.frames.report
+        assert report is not None  # set once the frames are exhausted, as they are here
         in_clips = sum(used)
         report.clips_made = made
         report.dropped["face_not_in_clip"] = report.frames_with_face - in_clips
@@ -508,92 +521,135 @@ class _Window:
 
     start: int
     frames: list[DecodedFrame] = field(default_factory=list)  # every frame so far, unconverted
-    faces: list[tuple[int, detector.Face]] = field(default_factory=list)  # (offset, detection), by offset
+    faces: list[tuple[int, Face]] = field(default_factory=list)  # (offset, detection), by offset
 
 
-def _sampled_clips(session: _Session) -> tuple[list[np.ndarray], list[ClipMeta], list[np.ndarray]]:
-    c = session.config
-    span, stride, k = c.clip_span, c.temporal_stride, c.detect_every
-    detect_at = sorted(set(range(0, span, k)) | {span - 1})  # window offsets that are detected
-    segments = clip_segments(session.timeline.n_frames, span, c.max_clips or 1)
-    clips: list[np.ndarray] = []
-    metas: list[ClipMeta] = []
-    marks: list[np.ndarray] = []
-    seg = 0
-    plan = ResampledSkipPlan(session.timeline)  # plan.needed: the first timeline frame at which a window may start
-    plan.needed = segments[0][0]
-    window: _Window | None = None
-    previous = -1  # timeline index of the last frame seen: a window must not have holes
+def _sampled_clips(session: _FaceTracker) -> tuple[list[np.ndarray], list[ClipMeta], list[np.ndarray]]:
+    """The sampled mode's clips, their metadata and landmarks (see :class:`_SampledClips`)."""
+    return _SampledClips(session).run()
 
-    decoded = session.frames(skip=plan)
-    for df in decoded:
-        i = df.index
-        if window is not None and i != previous + 1:
-            # A frame missing inside the window (corrupt packet): its clip would not be T consecutive frames.
-            session.stats.drop("decode_gap", previous + 1 - window.start)
-            window, plan.needed = None, i
-        previous = i
-        if window is None:
-            while seg < len(segments) and plan.needed >= segments[seg][1]:
-                seg += 1  # this segment has no usable window left; try the next one from its first frame
-                if seg < len(segments):
-                    plan.needed = max(plan.needed, segments[seg][0])
-            if seg >= len(segments):
-                break  # every segment is done: the rest of the video needs no decoding
-            if i < plan.needed:
-                continue
-            window = _Window(i)
-        offset = i - window.start
+
+class _SampledClips:
+    """The sampled mode's search: the timeline is cut into ``max_clips`` segments (clip_segments), and each gives
+    the first window of ``clip_span`` consecutive frames in it with the interviewee throughout. Frames stream by
+    once; GOPs before the next frame a window may start at are not decoded (``plan.needed``)."""
+
+    def __init__(self, session: _FaceTracker):
+        c = self.config = session.config
+        self.session = session
+        self.span, self.stride, self.k = c.clip_span, c.temporal_stride, c.detect_every
+        self.detect_at = sorted(set(range(0, self.span, self.k)) | {self.span - 1})  # window offsets detected
+        self.segments = clip_segments(session.timeline.n_frames, self.span, c.max_clips or 1)
+        self.seg = 0  # the segment whose window is sought
+        self.plan = ResampledSkipPlan(session.timeline)  # .needed: the first frame at which a window may start
+        self.plan.needed = self.segments[0][0]
+        self.clips: list[np.ndarray] = []
+        self.metas: list[ClipMeta] = []
+        self.marks: list[np.ndarray] = []
+
+    def run(self) -> tuple[list[np.ndarray], list[ClipMeta], list[np.ndarray]]:
+        window: _Window | None = None
+        previous = -1  # timeline index of the last frame seen: a window must not have holes
+        decoded = self.session.frames(skip=self.plan)
+        for df in decoded:
+            i = df.index
+            if window is not None and i != previous + 1:
+                # A frame missing inside the window (corrupt packet): its clip would not be T consecutive frames.
+                self.session.stats.drop("decode_gap", previous + 1 - window.start)
+                window, self.plan.needed = None, i
+            previous = i
+            if window is None:
+                if not self._segment_left():
+                    break  # every segment is done: the rest of the video needs no decoding
+                if i < self.plan.needed:
+                    continue
+                window = _Window(i)
+            window = self._add(window, df)
+        decoded.close()  # stopped early when every segment is done: release the decoder now
+        self._keep_the_interviewee()
+        self._count_unused_frames()
+        return self.clips, self.metas, self.marks
+
+    def _segment_left(self) -> bool:
+        """Move on to the first segment that still has room for a window at ``plan.needed``; False when none."""
+        while self.seg < len(self.segments) and self.plan.needed >= self.segments[self.seg][1]:
+            self.seg += 1  # this segment has no usable window left; try the next one from its first frame
+            if self.seg < len(self.segments):
+                self.plan.needed = max(self.plan.needed, self.segments[self.seg][0])
+        return self.seg < len(self.segments)
+
+    def _add(self, window: _Window, df: DecodedFrame) -> _Window | None:
+        """``df`` joins the window (detected at the detection offsets); None once the window is given up or done."""
+        offset = df.index - window.start
         window.frames.append(df)
-        if offset in detect_at:
-            face = session.detect(df, whole_frame=offset == 0)
-            found = face is not None
-            if found and window.faces and not same_face(window.faces[-1][1], face):
-                face = _follow(session, window, offset, face)  # moved briskly, or another face
-            if face is None:
-                session.stats.drop("no_face", offset + (0 if found else 1))
-                # No face here: the next k-1 frames are unlikely to have one. A different face: afresh from it.
-                window, plan.needed = None, i + (0 if found else k)
-                continue
-            window.faces.append((offset, face))
-        if offset == span - 1:  # complete: interpolate, convert and align only the clip's frames
-            frames = window.frames[::stride]
-            lm = _window_landmarks(range(0, span, stride), window.faces)
-            clips.append(session.align(frames, lm))
-            marks.append(lm)
-            metas.append(ClipMeta(first_frame=window.start, last_frame=i, start_time=window.frames[0].time))
-            seg += 1
-            window = None
-            plan.needed = max(i + 1, segments[seg][0]) if seg < len(segments) else i + 1
-    decoded.close()  # stopped early when every segment is done: release the decoder now
-    session.stats.skipped_gops = plan.gops_skipped
-    if len(clips) > 1:  # the interviewee is the most persistent face: drop clips of a face seen only for a while
-        keep = persistent_clips(np.stack(marks))
-        session.stats.drop("other_face", int((~keep).sum()) * span)
-        clips, metas, marks = ([x for x, kept in zip(xs, keep, strict=True) if kept] for xs in (clips, metas, marks))
-    session.stats.drop("stride", len(clips) * (span - c.clip_length))
-    dropped = session.stats.dropped
-    examined = sum(dropped.get(r, 0) for r in ("no_face", "decode_gap", "other_face"))  # frames of windows
-    session.stats.drop("not_sampled", session.timeline_frames - len(clips) * span - examined)
-    # Never produced: in GOPs skipped because no window needed them, or after every clip was found.
-    session.stats.drop("not_decoded", session.timeline.n_frames - session.timeline_frames)
-    return clips, metas, marks
+        if offset in self.detect_at and not self._detect(window, df, offset):
+            return None
+        if offset == self.span - 1:
+            self._complete(window, df.index)
+            return None
+        return window
+
+    def _detect(self, window: _Window, df: DecodedFrame, offset: int) -> bool:
+        """Detect the interviewee at ``offset``; False (window given up, ``plan.needed`` moved on) without them."""
+        session = self.session
+        face = session.detect(df, whole_frame=offset == 0)
+        found = face is not None
+        if face is not None and window.faces and not same_face(window.faces[-1][1], face):
+            face = _follow(session, window, offset, face)  # moved briskly, or another face
+        if face is None:
+            session.stats.drop("no_face", offset + (0 if found else 1))
+            # No face here: the next k-1 frames are unlikely to have one. A different face: afresh from it.
+            self.plan.needed = df.index + (0 if found else self.k)
+            return False
+        window.faces.append((offset, face))
+        return True
+
+    def _complete(self, window: _Window, last: int) -> None:
+        """The window is complete: interpolate, convert and align only the clip's frames; next segment."""
+        frames = window.frames[:: self.stride]
+        lm = _window_landmarks(range(0, self.span, self.stride), window.faces)
+        self.clips.append(self.session.align(frames, lm))
+        self.marks.append(lm)
+        self.metas.append(ClipMeta(first_frame=window.start, last_frame=last, start_time=window.frames[0].time))
+        self.seg += 1
+        self.plan.needed = max(last + 1, self.segments[self.seg][0]) if self.seg < len(self.segments) else last + 1
+
+    def _keep_the_interviewee(self) -> None:
+        """The interviewee is the most persistent face: drop clips of a face seen only for a while."""
+        if len(self.clips) > 1:
+            keep = persistent_clips(np.stack(self.marks))
+            self.session.stats.drop("other_face", int((~keep).sum()) * self.span)
+            kept = np.flatnonzero(keep)
+            self.clips = [self.clips[j] for j in kept]
+            self.metas = [self.metas[j] for j in kept]
+            self.marks = [self.marks[j] for j in kept]
+
+    def _count_unused_frames(self) -> None:
+        """The quality report's account of every timeline frame that is in no clip."""
+        session, span = self.session, self.span
+        session.stats.skipped_gops = self.plan.gops_skipped
+        session.stats.drop("stride", len(self.clips) * (span - self.config.clip_length))
+        dropped = session.stats.dropped
+        examined = sum(dropped.get(r, 0) for r in ("no_face", "decode_gap", "other_face"))  # frames of windows
+        session.stats.drop("not_sampled", session.timeline_frames - len(self.clips) * span - examined)
+        # Never produced: in GOPs skipped because no window needed them, or after every clip was found.
+        session.stats.drop("not_decoded", session.timeline.n_frames - session.timeline_frames)
 
 
-def _follow(session: _Session, window: _Window, offset: int, face: detector.Face) -> detector.Face | None:
+def _follow(session: _FaceTracker, window: _Window, offset: int, face: Face) -> Face | None:
     """``face`` at ``offset`` does not continue the window's last detection: detect every frame in between, as
     the dense mode does, and keep the window only if one face is followed throughout. Returns the face at
     ``offset`` (re-detected while following) or None; the in-between detections join ``window.faces``."""
     last_offset, last = window.faces[-1]
     between = window.frames[last_offset + 1 : offset + 1]
-    chain = [last, *_detect_each(session, last, between)]
-    if not _continuous(chain):
+    chain = _one_face([last, *_detect_each(session, last, between)])
+    if chain is None:
         return None
     window.faces.extend(zip(range(last_offset + 1, offset), chain[1:-1], strict=True))
     return chain[-1]
 
 
-def _window_landmarks(offsets: range, faces: list[tuple[int, detector.Face]]) -> np.ndarray:
+def _window_landmarks(offsets: range, faces: list[tuple[int, Face]]) -> np.ndarray:
     """Landmarks [len(offsets), 5, 2] at ``offsets`` of a window from its detections (sorted by offset): on the
     straight line through them when they lie close to one (:func:`~djldml.faces.track.line_fit`; the detector's
     jitter would otherwise become motion), else interpolated between consecutive detections."""
@@ -606,7 +662,7 @@ def _window_landmarks(offsets: range, faces: list[tuple[int, detector.Face]]) ->
     return np.stack([_landmarks_at(o, faces) for o in offsets])
 
 
-def _landmarks_at(offset: int, faces: list[tuple[int, detector.Face]]) -> np.ndarray:
+def _landmarks_at(offset: int, faces: list[tuple[int, Face]]) -> np.ndarray:
     """Interpolated landmarks at ``offset`` in a window, from its detections (sorted by offset)."""
     for (o0, f0), (o1, f1) in zip(faces, faces[1:], strict=False):
         if o0 <= offset <= o1:
@@ -635,13 +691,15 @@ def extract_face_clips_with_landmarks(
         stream = iter_face_clips(path, config)
         clips, metas, marks = [], [], []
         for clip, meta in stream:
+            assert stream.landmarks is not None  # set with every clip
             clips.append(clip)
             metas.append(meta)
             marks.append(stream.landmarks)
+        assert stream.report is not None  # set once the stream is exhausted
         report = stream.report
         faces_seen = stream.frames.session.stats.faces_seen
     else:
-        session = _Session(path, config)
+        session = _FaceTracker(path, config)
         clips, metas, marks = _sampled_clips(session)
         report = session.report(clips_made=len(clips), frames_with_face=len(clips) * config.clip_length, mode="sampled")
         faces_seen = session.stats.faces_seen

@@ -124,7 +124,7 @@ class ResampledSkipPlan(SkipPlan):
         super().__init__()
 
     @property
-    def next_needed(self) -> int:  # type: ignore[override]
+    def next_needed(self) -> int:
         return self.timeline.source_for(self.needed)
 
     @next_needed.setter

@@ -45,11 +45,17 @@ PROBLEMS: dict[str, ProblemType] = {
     "unauthorised": ProblemType(401, "A valid X-API-Key header is required"),
     "too_many_jobs": ProblemType(429, "This API key has too many unfinished jobs"),
     "unknown_job": ProblemType(404, "No such job (never existed, expired, or deleted)"),
+    "no_faces_preview": ProblemType(404, "This job keeps no contact sheet of faces (ask with faces_preview=true)"),
+    "idempotency_key_reused": ProblemType(422, "This Idempotency-Key was already used for a different request"),
+    "idempotency_key_in_use": ProblemType(409, "A request with this Idempotency-Key is still being processed"),
+    "callback_not_allowed": ProblemType(422, "The callback_url is not allowed (host not on the allow-list, not "
+                                             "https, or no signing secret for this key)"),
     "not_found": ProblemType(404, "No such resource"),
     "method_not_allowed": ProblemType(405, "Method not allowed on this resource"),
     # The service
     "queue_unavailable": ProblemType(503, "The job queue is unavailable; retry later"),
     "backend_unavailable": ProblemType(503, "The inference backend is unavailable; retry later"),
+    "upload_store_unavailable": ProblemType(503, "The upload store (object store) is unavailable; retry later"),
     "not_ready": ProblemType(503, "The service is not ready"),
     "worker_lost": ProblemType(500, "The worker processing this job died repeatedly"),
     "job_timeout": ProblemType(500, "The job took longer than the service's time limit"),
@@ -57,7 +63,8 @@ PROBLEMS: dict[str, ProblemType] = {
     "internal_error": ProblemType(500, "Internal error"),
 }
 
-RETRYABLE = {"queue_unavailable", "backend_unavailable", "not_ready", "too_many_jobs"}
+RETRYABLE = {"queue_unavailable", "backend_unavailable", "upload_store_unavailable", "not_ready", "too_many_jobs",
+             "idempotency_key_in_use"}
 
 
 class Problem(Exception):

@@ -6,21 +6,15 @@ definitions they restate.
 
 from __future__ import annotations
 
-from datetime import datetime
-from enum import StrEnum
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from djldml import labels
 
-
-class JobState(StrEnum):
-    queued = "queued"
-    preprocessing = "preprocessing"
-    inferring = "inferring"
-    done = "done"
-    failed = "failed"
+from ..jobs import Job, JobState
+from .problems import PROBLEMS
 
 
 class Interval(BaseModel):
@@ -58,6 +52,19 @@ class PreprocessingCheck(BaseModel):
         None, description="the model card's record: face settings and library versions (GET /models only)")
 
 
+class ModelInference(BaseModel):
+    """How the model card says clip distributions and the video prediction are computed beyond the network."""
+
+    mirror_average: bool = Field(False, description="each clip's distribution averaged with its mirror image's")
+    input_normalisation: dict[str, Any] | None = Field(
+        None, description="pixel normalisation of the clips {range, mean, std, channel_order} "
+                          "(e.g. RGB 0–255 for Sports-1M C3D weights); null: the default uint8 → [-1, 1]")
+    calibration: dict[str, Any] | None = Field(
+        None, description="calibration of the video distribution fitted on held-out development subjects "
+                          "{method: temperature|gaussian|conformal, its parameter, interval_mass, fitted_on}; "
+                          "null: uncalibrated")
+
+
 class Model(BaseModel):
     name: str = Field(description="model name (the archive is <name>.mar)")
     version: str = Field(description="model version from its card")
@@ -67,6 +74,9 @@ class Model(BaseModel):
     description: str = Field("", description="what the model is and how it was trained")
     preprocessing: PreprocessingCheck | None = Field(
         None, description="whether face clips are made here as they were for the model's training")
+    inference: ModelInference | None = Field(
+        None, description="the card's inference record: mirror averaging, input normalisation, calibration "
+                          "(GET /models)")
 
 
 class PredictionResult(BaseModel):
@@ -104,7 +114,19 @@ class JobStatus(BaseModel):
     updated_at: datetime = Field(description="last status or progress change (UTC)")
     result: PredictionResult | None = Field(None, description="present when status is done")
     error: JobError | None = Field(None, description="present when status is failed")
-    links: dict[str, str] = Field(default_factory=dict, description="self: this job's URL")
+    callback_url: str | None = Field(None, description="where the job's end is POSTed (signed), if asked for")
+    faces_preview: bool = Field(False, description="true: a contact sheet of the aligned faces the model saw is "
+                                                   "kept with the job (links.faces once done)")
+    links: dict[str, str] = Field(default_factory=dict, description="self: this job's URL; faces: its contact "
+                                                                    "sheet (JPEG), when kept")
+
+
+class CallbackEvent(BaseModel):
+    """What the service POSTs to a job's ``callback_url`` when the job ends (Standard Webhooks signed)."""
+
+    type: Literal["job.done", "job.failed"] = Field(description="job.done or job.failed")
+    timestamp: datetime = Field(description="when the job ended (UTC)")
+    data: JobStatus = Field(description="the job's document, as GET /jobs/{id} answers it")
 
 
 class ProblemDoc(BaseModel):
@@ -131,3 +153,20 @@ class Readiness(BaseModel):
 
 class Models(BaseModel):
     models: list[Model] = Field(description="the model this service serves")
+
+
+def job_status(job: Job) -> JobStatus:
+    """The client's view of a stored job (service.jobs.Job): no owner, upload path or idempotency scope."""
+    error = None
+    if job.error:
+        code = job.error.get("code", "internal_error")
+        p = PROBLEMS.get(code, PROBLEMS["internal_error"])
+        error = JobError(code=code, status=p.status, title=p.title, detail=job.error.get("detail"))
+    links = {"self": f"/jobs/{job.id}"}
+    if job.faces_preview and job.status == "done":
+        links["faces"] = f"/jobs/{job.id}/faces"
+    return JobStatus(
+        id=job.id, status=job.status, progress=min(1.0, max(0.0, job.progress)),
+        created_at=datetime.fromtimestamp(job.created_at, UTC), updated_at=datetime.fromtimestamp(job.updated_at, UTC),
+        result=job.result, error=error, callback_url=job.callback_url, faces_preview=job.faces_preview, links=links,
+    )

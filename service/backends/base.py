@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from djldml.model_card import ModelCard
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -20,6 +22,18 @@ class ModelInfo:
     synthetic_demo: bool  # True when trained on synthetic data only: never a clinical model
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # config, metrics, data description from the archive
+
+    @classmethod
+    def from_card(cls, card: ModelCard, sha256: str = "", archive: str = "") -> ModelInfo:
+        """What ``GET /models`` and every result say about a model, from its card: the one place a card becomes
+        a ModelInfo (an archive read from disk, a card TorchServe describes), so both carry the same facts."""
+        extra: dict[str, Any] = {"created": card.created, "net_config": card.net_config, "training": card.training,
+                                 "metrics": card.metrics, "data": card.data, "model_sha256": card.model_sha256,
+                                 "preprocessing": card.preprocessing, "inference": card.inference}
+        if archive:
+            extra["archive"] = archive
+        return cls(name=card.name, version=card.version, sha256=sha256, synthetic_demo=card.synthetic_demo,
+                   description=card.description, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

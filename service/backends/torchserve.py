@@ -3,7 +3,7 @@
 Clips are sent in requests that stay under TorchServe's ``max_request_size`` (``max_request_bytes`` here must
 not exceed it; default = TorchServe's default, 6,553,500 bytes ≈ 10 clips), several at once so that
 TorchServe's batching can run them together. Body and answer are the handler's wire format
-(service/torchserve_handler.py). Failures map onto two errors:
+(djldml/serving/handler.py). Failures map onto two errors:
 - ``BackendUnavailable`` (retry later): connection refused/reset, timeout, 5xx (503 no worker, 507 out of
   memory), 404 model not registered, or an auth failure (a deployment fault, not the caller's);
 - ``ModelError`` (do not retry): the handler rejected the clips (400 with its JSON error), or 413.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -23,12 +24,20 @@ from djldml.clips import clips_to_bytes, validate_clips
 from djldml.errors import ModelError
 from djldml.model_card import ModelCard
 
-from ..model_archive import info_from_card, open_archive
+from .archive import open_archive
 from .base import BackendUnavailable, ModelInfo
 
 #: TorchServe's default max_request_size; raise both together (docker/config.properties and this setting).
 DEFAULT_MAX_REQUEST_BYTES = 6_553_500
 _NPY_HEADER_ROOM = 1024  # a .npy header is 128 bytes; keep margin
+
+
+WORKER_READY = "READY"  # a TorchServe worker that has loaded the model and takes requests
+
+
+def worker_states(described: list[dict[str, Any]]) -> list[str]:
+    """The ``status`` of every worker, all versions, in a management API ``GET /models/<name>`` answer."""
+    return [str(w.get("status")) for version in described for w in version.get("workers", [])]
 
 
 class TorchServeBackend:
@@ -131,10 +140,10 @@ class TorchServeBackend:
             return False, f"torchserve unreachable ({exc.__class__.__name__})"
         if r.status_code != 200:
             return False, f"torchserve management answered {r.status_code} for model {self.model_name}"
-        workers = [w for version in r.json() for w in version.get("workers", [])]
-        if any(w.get("status") == "READY" for w in workers):
+        states = worker_states(r.json())
+        if WORKER_READY in states:
             return True, ""
-        return False, f"model {self.model_name}: no READY worker ({len(workers)} workers)"
+        return False, f"model {self.model_name}: no READY worker ({len(states)} workers)"
 
     def model_info(self) -> ModelInfo:
         """From the local archive when ``mar_path`` exists (with its sha256), else the card the handler describes."""
@@ -160,7 +169,7 @@ class TorchServeBackend:
         except (httpx.HTTPError, ValueError, IndexError) as exc:
             raise BackendUnavailable(f"cannot describe model {self.model_name} ({exc.__class__.__name__})") from None
         try:
-            return info_from_card(ModelCard.from_dict(card))
+            return ModelInfo.from_card(ModelCard.from_dict(card))
         except ModelError as exc:
             raise BackendUnavailable(f"model {self.model_name} describes itself badly ({exc.message})") from None
 

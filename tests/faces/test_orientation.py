@@ -85,9 +85,9 @@ def test_faceless_video_is_no_face_after_looking_at_the_larger_scale():
     path = noface_video(seconds=6.0, size=(640, 480))
     with pytest.raises(NoFace):
         extract_face_clips(path)
-    from djldml.faces.pipeline import _Session
+    from djldml.faces.pipeline import _FaceTracker
 
-    session = _Session(path, FaceConfig())
+    session = _FaceTracker(path, FaceConfig())
     assert session.survey.faces_found == 0 and session.survey.frames == 6
     assert session._larger is not None  # failed searches will also look at the larger scale
 

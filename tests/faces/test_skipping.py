@@ -145,14 +145,14 @@ def _without_table(info):
 def test_a_frame_missing_inside_a_window_restarts_the_window(monkeypatch):
     path = face_video(seconds=3.0, size=(320, 240))
     config = FaceConfig(max_clips=2)
-    real_frames = pipeline_module._Session.frames
+    real_frames = pipeline_module._FaceTracker.frames
 
     def frames_without_frame_5(self, skip=None):
         for df in real_frames(self, skip):
             if df.index != 5:
                 yield df
 
-    monkeypatch.setattr(pipeline_module._Session, "frames", frames_without_frame_5)
+    monkeypatch.setattr(pipeline_module._FaceTracker, "frames", frames_without_frame_5)
     result = extract_face_clips(path, config)
     assert len(result) == 2
     assert result.meta[0].first_frame == 6  # the window at 0 lost frame 5; the next starts after it

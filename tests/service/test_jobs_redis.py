@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from devstack import free_port, start_redis
 from service.jobs import DONE, FAILED, INFERRING, Job, RedisJobStore, StoreUnavailable
-from service.stack import free_port, start_redis
 from tests.service.fakes import all_at_once
 
 pytestmark = pytest.mark.integration
@@ -57,6 +57,17 @@ def test_unreachable_redis_fails_fast():
         s.get("x")
     assert time.monotonic() - t < 3
     assert s.ping()[0] is False
+
+
+def test_a_worker_store_waits_out_its_patience_with_doubling_waits(caplog):
+    """patience 1 s: tries after 0.2, 0.4 s (then 0.8 s would pass the deadline): three tries, two logged waits."""
+    s = RedisJobStore(f"redis://127.0.0.1:{free_port()}/0", ttl_s=60, patience_s=1.0)
+    t = time.monotonic()
+    with caplog.at_level("WARNING", logger="service.jobs"), pytest.raises(StoreUnavailable, match="unreachable"):
+        s.get("x")
+    waits = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert [w.rsplit(" ", 2)[-2] for w in waits] == ["0.2", "0.4"], waits
+    assert 0.6 <= time.monotonic() - t < 1.0 + 3  # the waits, plus three refused connections
 
 
 def test_reservations_are_atomic_slots_until_the_job_or_a_release(redis_url):

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from devstack import start_torchserve
 from djldml.clips import CLIP_SHAPE
 from djldml.model_file import save_model
 from djldml.network import build_network
-from service.stack import start_torchserve
 from trainer.export import export_model
 
 MODEL_NAME = "djldml-test"

@@ -8,12 +8,12 @@ import httpx
 import numpy as np
 import pytest
 
+from devstack import free_port
 from djldml.clips import clips_from_bytes
 from djldml.errors import ModelError
 from service.backends.base import BackendUnavailable
 from service.backends.in_process import InProcessBackend
 from service.backends.torchserve import TorchServeBackend
-from service.stack import free_port
 
 from .conftest import MODEL_NAME, random_clips
 

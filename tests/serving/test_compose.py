@@ -17,7 +17,8 @@ import httpx
 import pytest
 import yaml
 
-from service import stack
+import devstack as stack
+from devstack.processes import child_env, wait_group_gone
 
 from .conftest import MODEL_NAME
 
@@ -217,7 +218,7 @@ def test_torchserve_container_entrypoint_serves_and_stops(model_store, tmp_path)
     config.write_text(stack.torchserve_config(model_store, ports, {MODEL_NAME: f"{MODEL_NAME}.mar"},
                                               token_auth=False, workers=1, max_request_bytes=1 << 24))
     (tmp_path / "tmp").mkdir()
-    env = stack._child_env({"TS_CONFIG": str(config), "MODEL_STORE": str(model_store), "TEMP": str(tmp_path / "tmp"),
+    env = child_env({"TS_CONFIG": str(config), "MODEL_STORE": str(model_store), "TEMP": str(tmp_path / "tmp"),
                             "TMPDIR": str(tmp_path / "tmp"), "LOG_LOCATION": str(tmp_path / "logs"),
                             "METRICS_LOCATION": str(tmp_path / "logs")})
     proc = _run_entrypoint(tmp_path, env)
@@ -228,7 +229,7 @@ def test_torchserve_container_entrypoint_serves_and_stops(model_store, tmp_path)
                          alive=lambda: proc.poll() is None)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        assert stack._wait_group_gone(proc.pid, 30)
+        assert wait_group_gone(proc.pid, 30)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""trainer export → .mar; service.model_archive reads it back (card, model, sha256, config)."""
+"""trainer export → .mar; service.backends.archive reads it back (card, model, sha256, config)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from djldml.errors import ModelError
 from djldml.inference import clip_distributions
 from djldml.model_card import ModelCard
 from djldml.model_file import load_model
-from service.model_archive import list_archives, open_archive
+from service.backends.archive import list_archives, open_archive
 from trainer import export
 
 from .conftest import MODEL_NAME, random_clips

@@ -1,4 +1,4 @@
-"""The local stack launcher: free ports, Redis, TorchServe isolation, and `python -m service.stack` end to end."""
+"""The local stack launcher: free ports, Redis, TorchServe isolation, and `python -m devstack` end to end."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
-from service import stack
+import devstack as stack
 
 from .conftest import MODEL_NAME
 
@@ -20,14 +20,14 @@ from .conftest import MODEL_NAME
 def _processes_mentioning(text: str) -> list[int]:
     """Live processes whose command line or environment contains ``text`` (our work dirs are unique)."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
             continue
         try:
-            blob = Path(f"/proc/{entry}/cmdline").read_bytes() + Path(f"/proc/{entry}/environ").read_bytes()
-            if text.encode() in blob and not stack._is_zombie(int(entry)):
-                found.append(int(entry))
-        except OSError:
+            blob = " ".join(proc.cmdline()) + " ".join(f"{k}={v}" for k, v in proc.environ().items())
+            if text in blob and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except psutil.Error:
             continue
     return found
 
@@ -70,11 +70,11 @@ def test_torchserve_instance_keeps_its_pid_file_and_keys_private(torchserve):
 
 @pytest.mark.integration
 def test_stack_cli_serves_and_stops_everything(model_store, tmp_path):
-    """`python -m service.stack` beside the session's TorchServe (own TMPDIR), ready end to end, SIGTERM → clean."""
+    """`python -m devstack` beside the session's TorchServe (own TMPDIR), ready end to end, SIGTERM → clean."""
     port, workdir = stack.free_port(), tmp_path / "stack"
     log = tmp_path / "stack.log"
     with open(log, "wb") as out:
-        cli = subprocess.Popen([sys.executable, "-m", "service.stack", "--port", str(port), "--model-store",
+        cli = subprocess.Popen([sys.executable, "-m", "devstack", "--port", str(port), "--model-store",
                                 str(model_store), "--model-name", MODEL_NAME, "--workdir", str(workdir)],
                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

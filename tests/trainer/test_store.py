@@ -11,13 +11,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-import trainer.store as store_module
+import trainer.face_file as face_file_module
 from tests.media import astronaut
+from trainer.face_file import FaceFile, FaceFileWriter, StoreError
 from trainer.store import (
-    FaceFile,
-    FaceFileWriter,
     PreparedDataset,
-    StoreError,
     VideoRecord,
     face_file_name,
     read_manifest,
@@ -71,7 +69,7 @@ def test_fast_rgb_conversion_matches_swscale(tmp_path, monkeypatch):
     frames = write_file(path, "h264")
     want = np.stack([fr for i, fr in enumerate(frames) if i not in NO_FACE])
     fast = FaceFile(path).read_slots(np.arange(N_FRAMES - len(NO_FACE)))
-    monkeypatch.setattr(store_module, "_rgb", lambda frame: frame.to_ndarray(format="rgb24"))
+    monkeypatch.setattr(face_file_module, "_rgb", lambda frame: frame.to_ndarray(format="rgb24"))
     reference = FaceFile(path).read_slots(np.arange(N_FRAMES - len(NO_FACE)))
     diff = np.abs(fast.astype(int) - reference)
     assert diff.mean() < 2 and np.percentile(diff, 99) <= 3
@@ -180,3 +178,14 @@ def test_safe_in_dataloader_workers(tmp_path):
 def test_missing_manifest(tmp_path):
     with pytest.raises(StoreError):
         PreparedDataset(tmp_path)
+
+
+def test_read_speed_benchmark_reads_real_clips(tmp_path, capsys):
+    from bench.bench_store import main, read_speed
+
+    make_dataset(tmp_path)
+    assert read_speed(PreparedDataset(tmp_path), n_clips=5) > 0
+    assert main([str(tmp_path), "--clips", "3"]) == 0
+    assert "clips/s" in capsys.readouterr().out
+    with pytest.raises(StoreError, match="no complete clip"):
+        read_speed(PreparedDataset(tmp_path), clip_length=N_FRAMES + 1)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import trainer.store as store_module
 import trainer.train as train_module
 from djldml import model_file
 from djldml.losses import OBJECTIVES
@@ -21,7 +22,7 @@ from trainer.__main__ import main as cli_main
 from trainer.config import DEFAULT_CONFIG, SYNTHETIC_CONFIG, TrainConfig, load_config, parse_override
 from trainer.data import Augmentation, ClipDataset, EpochClipSampler, augment_clip, capture_offsets, evenly_spaced
 from trainer.evaluate import point_metrics, predict_split
-from trainer.train import load_net, lr_at, train
+from trainer.train import lr_at, train
 
 from .conftest import TINY
 from .fakes import FakePreparedDataset
@@ -202,8 +203,8 @@ def test_best_checkpoint_has_the_lowest_dev_mae(reference, fake_dataset):
     ckpt = torch.load(run / "best.pt", weights_only=True)
     assert ckpt["epoch"] == best["epoch"] == records[-1]["best_epoch"]
     # best.pt holds the very weights that scored that MAE
-    results = predict_split(load_net(run), fake_dataset, fake_dataset.split("dev"), cfg.dev_clips_per_video,
-                            progress=False)
+    best_net = model_file.load_model(run)
+    results = predict_split(best_net, fake_dataset, fake_dataset.split("dev"), cfg.dev_clips_per_video, progress=False)
     assert point_metrics([r.true for r in results], [r.predicted for r in results])["mae"] == pytest.approx(
         best["dev_mae"], rel=1e-6)
 
@@ -218,7 +219,7 @@ def test_each_objective_trains_and_exports(objective, tiny_config, small_dataset
     torch.save(ckpt["model"], tmp_path / "model.pt")  # what `trainer export` does
     net = model_file.load_model(tmp_path / "model.pt")
     assert net.config.head == ("regression" if objective.startswith("regression") else "distribution")
-    assert_same_state(net.state_dict(), load_net(run).state_dict())
+    assert_same_state(net.state_dict(), model_file.load_model(run).state_dict())
 
 
 def test_early_stopping(tiny_config, small_dataset, monkeypatch):
@@ -245,7 +246,7 @@ def test_without_dev_videos_best_follows_the_training_loss(tiny_config, tmp_path
 # --- the command line ---------------------------------------------------------------------------------------------
 
 def test_cli_train_evaluate_ablation(tiny_config, small_dataset, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_module, "open_store", lambda root: small_dataset)
+    monkeypatch.setattr(store_module, "PreparedDataset", lambda root: small_dataset)
     config = tmp_path / "tiny.toml"
     config.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in tiny_config.to_dict().items()) + "\n")
     assert cli_main(["train", "--config", str(config), "--objective", "ldl", "--epochs", "1", "--set",

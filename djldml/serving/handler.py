@@ -1,8 +1,8 @@
-"""TorchServe handler: a batch of requests, each a .npy clip array → per-clip BDI-II distributions.
+"""The TorchServe handler's logic: a batch of requests, each a .npy clip array → per-clip BDI-II distributions.
 
-Packed into the .mar by ``trainer export`` together with the ``djldml`` sources it imports, so the archive
-runs in a stock TorchServe image: this file imports only ``djldml``, torch and numpy (not ``ts``, not
-``service``).
+Packed into the .mar by ``trainer export`` (entry file djldml/serving/torchserve_handler.py) together with the
+``djldml`` sources it imports, so the archive runs in a stock TorchServe image: this file imports only
+``djldml``, torch and numpy (not ``ts``, not ``service``).
 
 Wire format (one request):
 - body: ``djldml.clips.clips_to_bytes(clips)`` — a .npy ``uint8 [N, 16, 112, 112, 3]`` array, sent with
@@ -27,12 +27,12 @@ from typing import Union
 import numpy as np
 import torch
 
-from djldml.clips import CLIP_SHAPE, clips_from_bytes
+from djldml.clips import InputNormalisation, clips_from_bytes, input_normalisation, validate_model_clips
+from djldml.device import torchserve_device
 from djldml.errors import DJLDMLError, ModelError
 from djldml.inference import DEFAULT_BATCH, clip_distributions, input_dynamics, mirror_average
 from djldml.model_card import CARD_FILENAME
-from djldml.model_file import MODEL_FILENAME, load_model
-from djldml.network import DJLDMLNet
+from djldml.runtime import ClipNetwork, load_model_dir, runtime_name
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,17 @@ def parse_clips(body: object) -> np.ndarray:
     if not isinstance(body, (bytes, bytearray)):  # noqa: UP038 (3.9-safe)
         raise ModelError("request body must be a .npy clip array sent as application/octet-stream")
     clips = clips_from_bytes(body, max_clips=MAX_CLIPS_PER_REQUEST)
-    if clips.shape[1:] != CLIP_SHAPE:
-        raise ModelError(f"clips must be [N, {', '.join(map(str, CLIP_SHAPE))}], got {list(clips.shape)}")
+    validate_model_clips(clips)
     return clips
+
+
+def handler_knobs(knobs: dict | None, device: torch.device) -> tuple[int, bool]:
+    """(clips per forward, AMP) from the ``handler:`` section of the archive's model-config.yaml.
+
+    ``clip_batch`` defaults to djldml.inference.DEFAULT_BATCH; ``amp`` (float16 autocast) applies on a GPU only.
+    """
+    knobs = knobs or {}
+    return int(knobs.get("clip_batch", DEFAULT_BATCH)), bool(knobs.get("amp", False)) and device.type == "cuda"
 
 
 def preprocess(requests: list) -> list[Parsed]:
@@ -69,17 +77,19 @@ def preprocess(requests: list) -> list[Parsed]:
     return parsed
 
 
-def inference(net: DJLDMLNet, parsed: list[Parsed], batch_size: int = DEFAULT_BATCH, amp: bool = False,
-              mirror: bool = False, dynamics: str = "none") -> list:
+def inference(net: ClipNetwork, parsed: list[Parsed], batch_size: int = DEFAULT_BATCH, amp: bool = False,
+              mirror: bool = False, normalisation: InputNormalisation | None = None, dynamics: str = "none") -> list:
     """One network run over all good requests' clips, split back per request (errors pass through);
-    ``mirror`` and ``dynamics``: the model card's mirror averaging and input dynamics
+    ``mirror``: the model card's mirror averaging, ``normalisation``: its input normalisation, ``dynamics``:
+    its input dynamics
     (djldml.inference.clip_distributions)."""
     good = [p for p in parsed if isinstance(p, np.ndarray)]
     if not good:
         return list(parsed)
     dists = clip_distributions(net, np.concatenate(good), batch_size=batch_size, amp=amp, mirror=mirror,
-                               dynamics=dynamics)
-    out, start = [], 0
+                               normalisation=normalisation, dynamics=dynamics)
+    out: list = []
+    start = 0
     for p in parsed:
         if isinstance(p, np.ndarray):
             out.append(dists[start : start + len(p)])
@@ -101,40 +111,45 @@ def postprocess(results: list) -> list[tuple[int, dict]]:
 
 
 class DJLDMLHandler:
-    """Holds the loaded network; TorchServe calls :func:`handle` (module level) which delegates here."""
+    """Holds the loaded network; TorchServe calls :func:`handle` (module level) which delegates here.
+
+    On the CPU the network runs on the engine djldml.runtime chooses (OpenVINO when installed; the environment's
+    ``DJLDML_RUNTIME=torch`` forces PyTorch); on a GPU on PyTorch."""
 
     def __init__(self) -> None:
-        self.net: DJLDMLNet | None = None
+        self.net: ClipNetwork | None = None
         self.card: dict = {}
         self.batch_size = DEFAULT_BATCH
         self.amp = False
         self.mirror = False
+        self.normalisation: InputNormalisation | None = None
         self.dynamics = "none"
 
     def initialize(self, context) -> None:
         props = context.system_properties
         model_dir = props.get("model_dir", ".")
-        gpu_id = props.get("gpu_id")
-        on_gpu = torch.cuda.is_available() and gpu_id is not None
-        device = torch.device(f"cuda:{gpu_id}" if on_gpu else "cpu")
+        device = torchserve_device(props.get("gpu_id"))
         # Optional knobs from the archive's model-config.yaml, section "handler".
-        knobs = (getattr(context, "model_yaml_config", None) or {}).get("handler", {}) or {}
-        self.batch_size = int(knobs.get("clip_batch", DEFAULT_BATCH))
-        self.amp = bool(knobs.get("amp", False)) and on_gpu
-        self.net = load_model(os.path.join(model_dir, MODEL_FILENAME), device)
+        knobs = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
+        self.batch_size, self.amp = handler_knobs(knobs, device)
+        self.net = load_model_dir(model_dir, device)
         card_path = os.path.join(model_dir, CARD_FILENAME)
         if os.path.exists(card_path):
             with open(card_path, encoding="utf-8") as f:
                 self.card = json.load(f)
         self.mirror = mirror_average(self.card.get("inference"))
+        self.normalisation = input_normalisation(self.card.get("inference"))
         self.dynamics = input_dynamics(self.card.get("inference"))
-        log.info("djldml model loaded on %s (amp=%s, clip batch %d, mirror averaging %s)", device, self.amp,
-                 self.batch_size, self.mirror)
+        log.info("djldml model loaded on %s (runtime %s, amp=%s, clip batch %d, mirror averaging %s)", device,
+                 runtime_name(self.net), self.amp, self.batch_size, self.mirror)
 
     def handle(self, data: list, context) -> list:
         if _is_describe(context):  # GET /models/<name>?customized=true
             return [json.dumps(self.card)]
-        results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror, self.dynamics)
+        if self.net is None:
+            raise RuntimeError("handle() before initialize()")
+        results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror, self.normalisation,
+                            self.dynamics)
         out = []
         for idx, (status, body) in enumerate(postprocess(results)):
             if status != 200:
