@@ -170,7 +170,10 @@ def _finished(run_cfg: TrainConfig, split: str) -> dict[str, Any] | None:
         saved = json.loads((run_dir / "config.json").read_text())
         want = json.loads(json.dumps(run_cfg.to_dict()))
         defaults = TrainConfig().to_dict()  # a key added since the run was made has its default there
-        same = all(saved.get(k, defaults[k]) == v for k, v in want.items() if k not in ("progress", "resume"))
+        # training rewrites input_normalisation "auto" as what it resolved to (trainer/normalisation.py)
+        resolved = ("input_normalisation",) if want.get("input_normalisation") == "auto" else ()
+        same = all(saved.get(k, defaults[k]) == v for k, v in want.items()
+                   if k not in ("progress", "resume", *resolved))
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
         done = bool(lines) and json.loads(lines[-1])["epoch"] == run_cfg.epochs - 1
         metrics = json.loads(metrics_path.read_text()) if same and done else None
