@@ -350,9 +350,9 @@ def write_video(path: Path, frames, fps: float) -> None:
     """H.264 MP4, written to a temporary name and renamed (an interrupted synth leaves no half video)."""
     with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as out:
         rate = Fraction(fps).limit_denominator(1001)
-        # One encoder thread, said to x264 itself: with only the codec context's thread_count = 1, encoding the
-        # same frames five times gave three different files (measured under load, docs/training.md
-        # "Reproducibility"); with x264's own threads=1 and lookahead-threads=1, five identical files.
+        # One encoder thread, said to x264 itself as well. NOT enough for identical bytes: encoding the same
+        # frames still gives another file about once in ten (measured under load; docs/training.md,
+        # "Reproducibility"), cause not found. Rendering itself is deterministic.
         stream = out.add_stream("libx264", rate=rate, options={
             "preset": "veryfast", "crf": "18", "x264-params": "threads=1:lookahead-threads=1"})
         stream.pix_fmt = "yuv420p"
