@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ConfigDict, ValidationError
 from pydantic.dataclasses import dataclass
 
+from djldml.clips import INPUT_DYNAMICS
 from djldml.losses import OBJECTIVES
 
 from .normalisation import check_name
@@ -39,6 +40,9 @@ class TrainConfig:
     clips_per_video: int = 8  # random training clips drawn from each training video per epoch
     clips_per_group: int = 2  # clips of one video that sit together in a batch (equal-label pairs for DML)
     num_workers: int = 2
+    # what of a clip the network sees (djldml.clips.INPUT_DYNAMICS): "none", "mean_removed", "temporal_diff";
+    # recorded in the model card (inference.input_dynamics) and applied by to_tensor when serving
+    input_dynamics: str = "none"
     # [augment]
     hflip: float = 0.5  # probability of mirroring a whole clip
     blur: float = 1.0  # max σ in pixels (per axis) of a random Gaussian blur of a whole clip (capture invariance)
@@ -73,6 +77,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     # [train]
     seed: int = 0
+    # CPU threads of torch (0: torch's default, one per core). Float sums depend on it, so a CPU run is
+    # reproducible bit for bit only at the same thread count (and instruction set): docs/training.md
+    threads: int = 0
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1"
     amp: bool = True  # mixed precision on CUDA (bfloat16 when supported, else float16 with a grad scaler)
     patience: int = 8  # early stopping: epochs without a better dev MAE; 0 disables
@@ -90,12 +97,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.input_dynamics not in INPUT_DYNAMICS:
+            raise ValueError(f"input_dynamics must be one of {INPUT_DYNAMICS}, got {self.input_dynamics!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError("lr_schedule must be 'cosine' or 'constant'")
         for name in ("clip_length", "clips_per_video", "clips_per_group", "batch_size", "epochs", "n_bins",
                      "eval_clips_per_video", "dev_clips_per_video", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1")
+        if self.threads < 0:
+            raise ValueError("threads must be ≥ 0")
         if self.blur < 0:
             raise ValueError("blur must be ≥ 0")
         check_name(self.input_normalisation)
