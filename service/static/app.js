@@ -43,6 +43,7 @@ async function init() {
     const models = await (await fetch("/models")).json();
     if (models.models && models.models.some((m) => m.synthetic_demo)) $("synthetic-banner").hidden = false;
   } catch (e) { /* /models unavailable: the result's own model card still sets the banner */ }
+  document.body.dataset.ready = "true";  // the form reflects the service's settings (e.g. the API-key field) from here
 }
 
 // ---------------------------------------------------------------------------------------------- submitting

@@ -62,6 +62,7 @@ def page(browser, page_service):
     p.on("request", lambda r: errors.append(f"off-site request: {r.url}") if not r.url.startswith(
         (page_service, "blob:", "data:")) else None)
     p.goto(page_service + "/")
+    p.wait_for_selector("body[data-ready=true]", state="attached")  # init() read /ui/config: the form is final
     yield p
     context.close()
     assert errors == []  # no script error, nothing fetched from anywhere but the service
