@@ -49,6 +49,10 @@ class ModelCard:
     # video distribution (djldml.calibration.Calibration; absent: uncalibrated)
     inference: dict[str, Any] = field(default_factory=dict)
     model_sha256: str = ""  # of the model file inside the archive (the archive's own hash: see module doc)
+    # where the archive came from when it was not trained and exported in one go: {"re_exported": ISO time,
+    # "from_archive": {file, sha256, version, created}, "weights": "unchanged", "changed": [...]}
+    # (trainer export --from-mar); absent for an archive exported straight from training
+    provenance: dict[str, Any] = field(default_factory=dict)
     format: str = CARD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:

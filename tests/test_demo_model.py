@@ -55,4 +55,19 @@ def test_demo_model_faces_are_made_as_the_service_makes_them(backend):
     assert differences(recorded, preprocessing(scoring_config(recorded))) == []
     # the clip contract in time: the synthetic videos' frame rate, the evaluation's clip selection, mirror averaging
     assert recorded["face_config"]["fps"] == 25.0 and recorded["selection"]["max_clips"] == 32
-    assert backend.model_info().extra["inference"] == {"mirror_average": True} and backend.mirror is True
+    inference = backend.model_info().extra["inference"]
+    assert inference["mirror_average"] is True and backend.mirror is True
+    assert inference["input_dynamics"] == "none"
+
+
+def test_demo_model_is_calibrated_on_its_synthetic_dev_split(backend):
+    """The demo's 90 % interval is calibrated (issue 10: uncalibrated it was ~45 points wide): a gaussian σ fitted
+    on the synthetic development subjects, and the card's held-out test figures measured with it."""
+    info = backend.model_info()
+    calibration = info.extra["inference"]["calibration"]
+    assert calibration["method"] == "gaussian" and 0 < calibration["sigma"] < 10
+    assert calibration["fitted_on"]["split"] == "dev" and calibration["interval_mass"] == 0.9
+    test = info.extra["metrics"]["test_synthetic"]["uncertainty"]
+    assert test["calibration"] == calibration
+    assert test["after"]["mean_width"] < test["before"]["mean_width"] / 2
+    assert test["after"]["n"] == info.extra["data"]["videos_per_split"]["test"]

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ BATCH_SIZE = 8
 MAX_BATCH_DELAY_MS = 20
 RESPONSE_TIMEOUT_S = 120
 
+
+#: the sections of a ``trainer evaluate`` metrics.json a model card carries (the rest is per-run detail)
+CARD_METRIC_KEYS = ("n_videos", "path", "model", "baselines", "uncertainty", "screening")
 
 CLIP_BATCH = 16  # clips per network forward in the handler (model-config.yaml handler.clip_batch)
 
@@ -190,7 +194,11 @@ def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name:
 
     with tempfile.TemporaryDirectory(prefix="djldml-export-") as tmp:
         stage = Path(tmp)
-        torch.save(model, stage / MODEL_FILENAME)
+        source = Path(model_file_or_best_ckpt)
+        if source.is_file() and not facts:  # a bare model file is packed as is: its bytes, so its sha256, kept
+            shutil.copyfile(source, stage / MODEL_FILENAME)
+        else:
+            torch.save(model, stage / MODEL_FILENAME)
         net = load_model(stage / MODEL_FILENAME)  # refuse to package weights that do not load into their network
         card_obj = ModelCard.from_dict({**fields, "model_sha256": file_sha256(stage / MODEL_FILENAME)})
         extra = stage / "extra"  # its *contents* land at the archive root: djldml/..., model_card.json
@@ -222,14 +230,74 @@ def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name:
     return out_mar
 
 
+# ---------------------------------------------------------------------------------------------- re-export
+
+
+def refresh_archive(mar: str | Path, out_mar: str | Path, *, calibration: str | Path | None = None,
+                    metrics: dict[str, Any] | None = None, version: str | None = None,
+                    openvino_ir: bool = True) -> Path:
+    """Re-export the archive ``mar`` with the current code, without retraining: the same model file (its bytes,
+    so ``model_sha256``, unchanged), card and TorchServe config, repacked with today's handler sources and the
+    OpenVINO IR (djldml.runtime), plus ``calibration`` (a ``trainer calibrate`` JSON → the card's
+    ``inference.calibration``) and ``metrics`` (card metric sections replaced by key, e.g. the test figures
+    measured with that calibration). ``version``: the new archive version (default: the old one's).
+
+    The card's ``provenance`` records the re-export (when, from which archive and sha256, what changed);
+    ``created`` is the new archive's. Inference keys the old card lacks are filled from its training config as
+    a fresh export would (e.g. ``input_dynamics``); those it has are kept. Returns ``out_mar``.
+    Raises ModelError when ``mar`` is unreadable or the model file's sha256 would change.
+    """
+    from djldml.errors import ModelError
+    from djldml.model_archive import open_archive
+    from djldml.model_card import _now
+
+    from .calibration_file import read_calibration
+
+    old = open_archive(mar)
+    fields = old.card.to_dict()
+    inference = {**training_inference(fields.get("training") or {}), **fields.get("inference", {})}
+    changed = ["handler sources"] + (["openvino ir"] if openvino_ir else [])
+    if calibration is not None:
+        inference["calibration"] = read_calibration(calibration).to_dict()
+        changed.append("inference.calibration")
+    fields["inference"] = inference
+    if metrics:
+        fields["metrics"] = {**fields.get("metrics", {}), **metrics}
+        changed += [f"metrics.{k}" for k in metrics]
+    provenance = {"re_exported": _now(), "weights": "unchanged (no retraining)", "changed": changed,
+                  "from_archive": {"file": old.path.name, "sha256": old.sha256, "version": old.card.version,
+                                   "created": old.card.created}}
+    if old.card.provenance:  # an archive re-exported before: keep the chain
+        provenance["previous"] = old.card.provenance
+    fields["provenance"] = provenance
+    knobs = old.handler_knobs
+    with zipfile.ZipFile(old.path) as z, tempfile.TemporaryDirectory(prefix="djldml-refresh-") as tmp:
+        z.extract(MODEL_FILENAME, tmp)
+        model_file = Path(tmp) / MODEL_FILENAME
+        if old.card.model_sha256 and file_sha256(model_file) != old.card.model_sha256:
+            raise ModelError(f"{old.path.name}: its model file does not match the card's model_sha256")
+        out = export_model(model_file, out_mar, old.card.name, version or old.card.version, fields,
+                           batch_size=int(old.model_config.get("batchSize", BATCH_SIZE)),
+                           max_batch_delay_ms=int(old.model_config.get("maxBatchDelay", MAX_BATCH_DELAY_MS)),
+                           amp=bool(knobs.get("amp", False)), openvino_ir=openvino_ir)
+    if open_archive(out).card.model_sha256 != old.card.model_sha256:  # the promise of this function
+        raise ModelError(f"re-export changed the model file of {old.path.name}")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="run directory (its best.pt), training checkpoint or model file")
+    parser.add_argument("checkpoint", nargs="?", help="run directory (its best.pt), training checkpoint or model file")
+    parser.add_argument("--from-mar", type=Path, help="re-export this archive with the current code instead (same "
+                        "weights, card and config; adds --calibration / --metrics; refresh_archive)")
+    parser.add_argument("--calibration", type=Path, help="with --from-mar: a `trainer calibrate` JSON for the card")
+    parser.add_argument("--metrics", action="append", default=[], metavar="KEY=METRICS_JSON",
+                        help="with --from-mar: replace the card's metrics KEY by a `trainer evaluate` metrics.json")
     parser.add_argument("--out", default=None, help="archive path (default: model_store/<name>.mar)")
     parser.add_argument("--name", default="djldml-demo", help="TorchServe model name")
-    parser.add_argument("--version", default="1.0")
+    parser.add_argument("--version", default=None, help="archive version (default 1.0; --from-mar: the old one)")
     parser.add_argument("--description", default="")
     parser.add_argument("--synthetic-demo", action="store_true",
                         help="mark the model as trained on synthetic data only (never clinical)")
@@ -242,7 +310,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave out the OpenVINO IR (smaller archive for GPU-only serving; CPU loads convert)")
 
 
+def _refresh_main(args: argparse.Namespace) -> int:
+    metrics: dict[str, Any] = {}
+    for spec in args.metrics:
+        key, sep, path = spec.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--metrics wants KEY=METRICS_JSON, got {spec!r}")
+        measured = json.loads(Path(path).read_text())
+        metrics[key] = {k: measured[k] for k in CARD_METRIC_KEYS if k in measured}
+    out = Path(args.out or args.from_mar)
+    path = refresh_archive(args.from_mar, out, calibration=args.calibration, metrics=metrics or None,
+                           version=args.version, openvino_ir=args.openvino_ir)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {file_sha256(path)})")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "from_mar", None) is not None:
+        if args.checkpoint is not None:
+            raise SystemExit("give a checkpoint or --from-mar, not both")
+        return _refresh_main(args)
+    if args.checkpoint is None:
+        raise SystemExit("give a run directory, checkpoint or model file (or --from-mar ARCHIVE)")
+    if args.calibration is not None or args.metrics:
+        raise SystemExit("--calibration and --metrics go with --from-mar (a run's calibration.json is packed itself)")
+    args.version = args.version or "1.0"
     fields: dict[str, Any] = json.loads(Path(args.card).read_text()) if args.card else {}
     if args.description:
         fields["description"] = args.description

@@ -30,6 +30,8 @@ class ModelInfo:
         extra: dict[str, Any] = {"created": card.created, "net_config": card.net_config, "training": card.training,
                                  "metrics": card.metrics, "data": card.data, "model_sha256": card.model_sha256,
                                  "preprocessing": card.preprocessing, "inference": card.inference}
+        if card.provenance:  # a re-exported archive says so (trainer export --from-mar)
+            extra["provenance"] = card.provenance
         if archive:
             extra["archive"] = archive
         return cls(name=card.name, version=card.version, sha256=sha256, synthetic_demo=card.synthetic_demo,

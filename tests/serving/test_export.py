@@ -125,3 +125,69 @@ def test_export_records_how_the_training_faces_were_made(tmp_path):
     assert got["libraries"] == record["libraries"] and got["face_config"]["face_size"] == 112
     assert export.training_preprocessing({"data": str(tmp_path / "gone")}) == {}
     assert export.training_preprocessing({}) == {}
+
+
+def _old_style_archive(tiny_model_file, path):
+    """An archive as an older export made it: no IR, a card without calibration or provenance."""
+    card = {"description": "SYNTHETIC", "synthetic_demo": True, "inference": {"mirror_average": True},
+            "metrics": {"test_synthetic": {"model": {"mae": 3.0}}, "dev": {"mae": 4.0}}}
+    return export.export_model(tiny_model_file, path, "old", "1.0", card, batch_size=4, openvino_ir=False)
+
+
+def test_from_mar_keeps_the_weights_and_adds_calibration_ir_and_provenance(tiny_model_file, tmp_path, capsys):
+    old = open_archive(_old_style_archive(tiny_model_file, tmp_path / "old.mar"))
+    assert "openvino/model.xml" not in zipfile.ZipFile(old.path).namelist()
+    cal = tmp_path / "calibration.json"
+    cal.write_text(json.dumps({"method": "gaussian", "sigma": 4.5, "interval_mass": 0.9}))
+    measured = tmp_path / "metrics.json"
+    measured.write_text(json.dumps({"n_videos": 2, "model": {"mae": 3.0}, "uncertainty": {"coverage": 1.0},
+                                    "out_dir": "/somewhere/else"}))
+    p = argparse.ArgumentParser()
+    export.add_arguments(p)
+    args = p.parse_args(["--from-mar", str(old.path), "--calibration", str(cal), "--out", str(tmp_path / "new.mar"),
+                         "--metrics", f"test_synthetic={measured}"])
+    assert export.main(args) == 0
+    new = open_archive(tmp_path / "new.mar")
+    assert new.sha256 in capsys.readouterr().out and new.sha256 != old.sha256
+    assert new.card.model_sha256 == old.card.model_sha256  # the same model file, byte for byte
+    assert zipfile.ZipFile(new.path).read("model.pt") == zipfile.ZipFile(old.path).read("model.pt")
+    assert {"openvino/model.xml", "openvino/model.bin"} <= set(zipfile.ZipFile(new.path).namelist())
+    assert (new.card.name, new.card.version, new.card.synthetic_demo) == ("old", "1.0", True)
+    assert new.card.inference["calibration"]["sigma"] == 4.5 and new.card.inference["mirror_average"] is True
+    assert new.card.inference["input_dynamics"] == "none"  # filled in as a fresh export would
+    assert new.card.metrics == {"test_synthetic": {"n_videos": 2, "model": {"mae": 3.0},
+                                                   "uncertainty": {"coverage": 1.0}}, "dev": {"mae": 4.0}}
+    assert new.model_config["batchSize"] == 4  # the old archive's TorchServe config kept
+    prov = new.card.provenance
+    assert prov["from_archive"] == {"file": "old.mar", "sha256": old.sha256, "version": "1.0",
+                                    "created": old.card.created}
+    assert "inference.calibration" in prov["changed"] and prov["re_exported"] >= old.card.created
+    assert new.model_info().extra["provenance"] == prov  # what GET /models shows
+    clips = random_clips(2)
+    np.testing.assert_array_equal(clip_distributions(new.load_network(), clips),
+                                  clip_distributions(old.load_network(), clips))
+    # re-exported again: the chain is kept, the version may move on
+    again = open_archive(export.refresh_archive(new.path, tmp_path / "again.mar", version="1.2"))
+    assert again.card.version == "1.2" and again.card.provenance["previous"] == prov
+    assert again.card.inference["calibration"] == new.card.inference["calibration"]
+
+
+def test_from_mar_refuses_a_model_file_that_does_not_match_its_card(tiny_model_file, tmp_path):
+    old = _old_style_archive(tiny_model_file, tmp_path / "old.mar")
+    bad = tmp_path / "bad.mar"
+    with zipfile.ZipFile(old) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "model_card.json":
+                data = json.dumps({**json.loads(data), "model_sha256": "0" * 64}).encode()
+            dst.writestr(item, data)
+    with pytest.raises(ModelError, match="model_sha256"):
+        export.refresh_archive(bad, tmp_path / "new.mar")
+    assert not (tmp_path / "new.mar").exists()
+
+
+def test_cli_refuses_calibration_without_from_mar(tiny_model_file, tmp_path):
+    p = argparse.ArgumentParser()
+    export.add_arguments(p)
+    with pytest.raises(SystemExit):
+        export.main(p.parse_args([str(tiny_model_file), "--calibration", str(tmp_path / "c.json")]))
