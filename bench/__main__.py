@@ -14,7 +14,7 @@ BENCHES = {
     "faces": "bench.bench_faces",  # aligned faces/s vs decode-only and per-frame detection; peak memory
     "train": "bench.bench_train",  # training clips/s per network preset
     "backends": "bench.bench_backends",  # eager PyTorch vs the CPU engine per preset; TorchServe vs in-process
-    "e2e": "bench.bench_e2e",  # full-stack latency vs decode-only; gateway memory during a 1 GB upload
+    "e2e": "bench.bench_e2e",  # latency vs decode-only; N concurrent uploads; gateway memory during a 1 GB upload
     "invariance": "bench.bench_invariance",  # score moves when one scene is captured differently (demo model)
     "faults": "bench.bench_faults",  # the fault suite's report: accepted, done, failed, lost, uploads left
 }

@@ -10,6 +10,7 @@ from pathlib import Path
 from .gateway import GatewayHandle, start_gateway
 from .processes import ProcessHandle, free_port
 from .redis_server import RedisHandle, start_redis
+from .s3_server import S3ServerHandle, start_s3_server
 from .torchserve import TorchServeHandle, start_torchserve
 from .worker import start_worker
 
@@ -21,6 +22,9 @@ class LocalStack:
 
     ``torchserve=False`` leaves the worker on the in-process backend; ``broker=False`` gives the embedded
     gateway (no Redis, no worker). ``env`` holds the settings every process got; ``stop()`` stops in reverse.
+    ``object_store=True`` puts the uploads in an S3-compatible store (``rclone serve s3`` on 127.0.0.1, see
+    :func:`devstack.s3_server.start_s3_server`) instead of the shared upload directory, and gives each worker its
+    own upload directory, as on separate hosts. ``concurrency``: jobs each Celery worker runs at once.
     Secure by default: TorchServe's token authorisation is on (the worker gets the keys; any other local
     process that reaches its ports is refused) and Redis persists its data in the work directory (a Redis
     restart keeps every accepted job). ``token_auth=False`` / ``persist=False`` are for experiments only.
@@ -29,13 +33,15 @@ class LocalStack:
     def __init__(self, model_store: str | Path = "model_store", model_name: str = DEFAULT_MODEL_NAME, *,
                  port: int | None = None, workdir: str | Path | None = None, broker: bool = True,
                  torchserve: bool = True, token_auth: bool = True, workers: int = 1, persist: bool = True,
-                 extra_env: Mapping[str, str] | None = None):
+                 extra_env: Mapping[str, str] | None = None, object_store: bool = False, concurrency: int = 1):
         self.model_store = Path(model_store).resolve()
         self.model_name = model_name
         self.port = port
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="djldml-stack-")).resolve()
         self.use_broker, self.use_torchserve, self.token_auth, self.n_workers = broker, torchserve, token_auth, workers
         self.persist = persist
+        self.use_object_store, self.concurrency = object_store, concurrency
+        self.s3: S3ServerHandle | None = None
         self.env: dict[str, str] = {"DJLDML_MODEL_NAME": model_name, "DJLDML_MODEL_STORE": str(self.model_store),
                                     "DJLDML_UPLOAD_DIR": str(self.workdir / "uploads"), **(extra_env or {})}
         self.redis: RedisHandle | None = None
@@ -54,6 +60,9 @@ class LocalStack:
         (self.workdir / "uploads").mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.workdir / "uploads", 0o700)
         try:
+            if self.use_object_store:
+                self.s3 = start_s3_server(self.workdir / "s3")
+                self.env.update(self.s3.settings_env())
             if self.use_broker:
                 self.redis = start_redis(workdir=self.workdir / "redis", persist=self.persist)
                 self.env["DJLDML_BROKER_URL"] = self.redis.url
@@ -90,7 +99,12 @@ class LocalStack:
 
     def add_worker(self, name: str | None = None, wait: bool = True) -> ProcessHandle:
         """One more Celery worker on the same broker (scaling, or replacing a killed one)."""
-        w = start_worker(self.env, workdir=self.workdir / "workers", name=name, wait=wait)
+        env = self.env
+        if self.use_object_store:  # as on another host: the worker shares nothing with the gateway but the store
+            local = self.workdir / "workers" / "uploads"
+            local.mkdir(parents=True, exist_ok=True, mode=0o700)
+            env = {**env, "DJLDML_UPLOAD_DIR": str(local)}
+        w = start_worker(env, workdir=self.workdir / "workers", name=name, wait=wait, concurrency=self.concurrency)
         self.workers.append(w)
         return w
 
@@ -103,6 +117,8 @@ class LocalStack:
             self.torchserve.stop()
         if self.redis is not None:
             self.redis.stop()
+        if self.s3 is not None:
+            self.s3.stop()
 
     def __enter__(self) -> LocalStack:
         return self.start()

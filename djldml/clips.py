@@ -5,7 +5,10 @@ similarity-aligned to the fixed 5-landmark template of :mod:`djldml.faces`. Each
 last frame index in the source video, start time in seconds) and the whole carries a quality report.
 
 ``to_tensor`` is the one place where clips become the network's float input ``[N, 3, T, H, W]``; the trainer,
-the in-process backend and the TorchServe handler all call it. ``clips_to_bytes`` / ``clips_from_bytes`` is the
+the in-process backend and the TorchServe handler all call it. Its pixel normalisation is part of this contract:
+by default uint8 → [-1, 1]; a model whose card records ``inference.input_normalisation`` (an
+:class:`InputNormalisation`, e.g. the 0–255 RGB input of Sports-1M C3D weights) gets that one instead, read by
+:func:`input_normalisation` wherever the card is read. ``clips_to_bytes`` / ``clips_from_bytes`` is the
 wire format between the service and TorchServe (a .npy payload: self-describing, no pickle).
 """
 
@@ -30,6 +33,64 @@ CLIP_SHAPE = (CLIP_LENGTH, FACE_SIZE, FACE_SIZE, 3)
 # can never disagree on it.
 PIXEL_SCALE = 127.5
 PIXEL_OFFSET = 1.0
+
+_RANGE_SCALE = {"0-255": 1.0, "0-1": 1.0 / 255.0}  # range name → factor on the uint8 value
+_CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+@dataclass(frozen=True)
+class InputNormalisation:
+    """A model's own pixel normalisation, recorded in its card: ``x_c = (v_c · scale − mean_c) / std_c``.
+
+    ``v_c`` is the uint8 value of channel c after reordering the clip's RGB channels to ``channel_order``;
+    ``scale`` is 1 for ``range="0-255"`` and 1/255 for ``"0-1"``; ``mean`` and ``std`` are per channel, in
+    ``channel_order``, in the units of ``range``. The port of Sports-1M C3D (DavideA/c3d-pytorch, predict.py)
+    feeds float RGB frames 0–255 with no mean subtraction: :data:`SPORTS1M_C3D`.
+    """
+
+    range: str = "0-255"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    channel_order: str = "RGB"
+
+    def __post_init__(self) -> None:
+        if self.range not in _RANGE_SCALE:
+            raise ModelError(f"input normalisation: range must be one of {sorted(_RANGE_SCALE)}, got {self.range!r}")
+        if self.channel_order not in _CHANNEL_ORDERS:
+            raise ModelError(f"input normalisation: channel_order must be RGB or BGR, got {self.channel_order!r}")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if (not isinstance(v, (list, tuple)) or len(v) != 3  # noqa: UP038 (3.9-safe: packed into the .mar)
+                    or not all(isinstance(x, (int, float)) and np.isfinite(x) for x in v)):  # noqa: UP038
+                raise ModelError(f"input normalisation: {name} must be three finite numbers, got {v!r}")
+            object.__setattr__(self, name, tuple(float(x) for x in v))
+        if min(self.std) <= 0:
+            raise ModelError("input normalisation: std must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"range": self.range, "mean": list(self.mean), "std": list(self.std),
+                "channel_order": self.channel_order}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputNormalisation:
+        """ModelError unless ``d`` has exactly the four keys of :meth:`to_dict` with valid values."""
+        if not isinstance(d, dict) or set(d) != {"range", "mean", "std", "channel_order"}:
+            raise ModelError("input normalisation must have exactly: range, mean, std, channel_order")
+        return cls(d["range"], d["mean"], d["std"], d["channel_order"])
+
+
+#: What Sports-1M C3D weights in the PyTorch port's layout expect (``djldml.network.load_pretrained_backbone``).
+SPORTS1M_C3D = InputNormalisation(range="0-255", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channel_order="RGB")
+
+#: Names a training config may use (``input_normalisation = "..."``); "default" is the [-1, 1] of to_tensor.
+NORMALISATIONS: dict[str, InputNormalisation | None] = {"default": None, "sports1m-c3d": SPORTS1M_C3D}
+
+
+def input_normalisation(card_inference: dict[str, Any] | None) -> InputNormalisation | None:
+    """The normalisation a model card's ``inference`` section records (absent: None, i.e. the default [-1, 1]).
+    ModelError when the record is malformed."""
+    record = (card_inference or {}).get("input_normalisation")
+    return None if record is None else InputNormalisation.from_dict(record)
 
 
 @dataclass(frozen=True)
@@ -96,10 +157,13 @@ def validate_model_clips(clips: np.ndarray) -> None:
         raise ModelError(f"clips must be [N, {', '.join(map(str, CLIP_SHAPE))}], got {list(clips.shape)}")
 
 
-def to_tensor(clips: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-    """uint8 ``[N, T, H, W, 3]`` → float32 ``[N, 3, T, H, W]`` in [-1, 1], on ``device``.
+def to_tensor(clips: np.ndarray | torch.Tensor, device: torch.device | str | None = None,
+              normalisation: InputNormalisation | None = None) -> torch.Tensor:
+    """uint8 ``[N, T, H, W, 3]`` (RGB) → float32 ``[N, 3, T, H, W]`` on ``device``.
 
-    The uint8 → device copy happens before the float conversion, so a GPU receives 4× fewer bytes.
+    ``normalisation``: the model card's (:func:`input_normalisation`); None gives the default [-1, 1]
+    (v / 127.5 − 1), what every card without the record was trained with. The uint8 → device copy happens
+    before the float conversion, so a GPU receives 4× fewer bytes. ModelError on a wrong dtype or shape.
     """
     import torch
 
@@ -110,7 +174,24 @@ def to_tensor(clips: np.ndarray | torch.Tensor, device: torch.device | str | Non
         raise ModelError(f"clips must be uint8 [N, T, H, W, 3], got {clips.dtype} {tuple(clips.shape)}")
     x = clips.to(device, non_blocking=True) if device is not None else clips
     x = x.permute(0, 4, 1, 2, 3).float()
-    return x.div_(PIXEL_SCALE).sub_(PIXEL_OFFSET).contiguous()
+    if normalisation is None:
+        return x.div_(PIXEL_SCALE).sub_(PIXEL_OFFSET).contiguous()
+    return _normalise(x, normalisation).contiguous()
+
+
+def _normalise(x: torch.Tensor, n: InputNormalisation) -> torch.Tensor:
+    """The card's normalisation on float ``[N, 3, T, H, W]`` RGB pixel values 0–255 (a step of its own: other
+    input steps of to_tensor come before or after it, never inside)."""
+    import torch
+
+    if n.channel_order == "BGR":
+        x = x.flip(1)
+    scale = _RANGE_SCALE[n.range]
+    if scale != 1.0:
+        x = x.mul_(scale)
+    mean = torch.tensor(n.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(n.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1, 1)
+    return x.sub_(mean).div_(std)
 
 
 def clips_to_bytes(clips: np.ndarray) -> bytes:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from . import labels
-from .clips import to_tensor
+from .clips import InputNormalisation, to_tensor
 from .runtime import ClipNetwork
 
 DEFAULT_BATCH = 16
@@ -28,6 +28,7 @@ def clip_distributions(
     batch_size: int = DEFAULT_BATCH,
     amp: bool = False,
     mirror: bool = False,
+    normalisation: InputNormalisation | None = None,
 ) -> np.ndarray:
     """Distributions for ``clips`` (uint8 ``[N, T, H, W, 3]``) as float64 ``[N, 64]``; ``net`` must be in eval mode:
     a DJLDMLNet or what djldml.runtime prepared from one (e.g. its OpenVINO model).
@@ -38,11 +39,12 @@ def clip_distributions(
     depend on the side, so this removes what the network learnt about left and right — a front-camera (mirrored)
     recording then scores like the original, up to the landmarks' own asymmetry (docs/method.md). Twice the
     compute.
+    ``normalisation``: the card's input normalisation (djldml.clips.input_normalisation; None: the default).
     """
     device = net.device
     out = []
     for i in range(0, len(clips), batch_size):
-        x = to_tensor(clips[i : i + batch_size], device)
+        x = to_tensor(clips[i : i + batch_size], device, normalisation)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
             q = net.clip_distributions(x).float()
             if mirror:

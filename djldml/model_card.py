@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
+from .calibration import calibration_of
+from .clips import input_normalisation
 from .errors import ModelError
 
 CARD_FILENAME = "model_card.json"  # name inside a .mar
@@ -42,7 +44,9 @@ class ModelCard:
     # how the training faces were made (djldml.faces.provenance): the service checks its own against it
     preprocessing: dict[str, Any] = field(default_factory=dict)
     # how clip distributions are computed, beyond the network: {"mirror_average": true} averages each clip's
-    # distribution with its mirror image's (djldml.inference.clip_distributions)
+    # distribution with its mirror image's (djldml.inference.clip_distributions); "input_normalisation": the
+    # pixel normalisation of to_tensor (djldml.clips.InputNormalisation; absent: [-1, 1]); "calibration": of the
+    # video distribution (djldml.calibration.Calibration; absent: uncalibrated)
     inference: dict[str, Any] = field(default_factory=dict)
     model_sha256: str = ""  # of the model file inside the archive (the archive's own hash: see module doc)
     format: str = CARD_FORMAT
@@ -64,6 +68,10 @@ class ModelCard:
         card = cls(**{k: v for k, v in d.items() if k in known})
         if not isinstance(card.synthetic_demo, bool):
             raise ModelError("model card: synthetic_demo must be true or false")
+        if not isinstance(card.inference, dict):
+            raise ModelError("model card: inference must be an object")
+        input_normalisation(card.inference)  # a malformed record refuses the card now, not every request later
+        calibration_of(card.inference)
         return card
 
     @classmethod

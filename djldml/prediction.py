@@ -2,7 +2,8 @@
 
 The video distribution is the mean of the clip distributions; the score is its expectation; std, the central
 interval, the severity band and band probabilities follow from it. ``trainer evaluate`` and the service both
-call :func:`predict_video`, so the figures the trainer reports are the figures the service would give.
+call :func:`predict_video`, so the figures the trainer reports are the figures the service would give. A model
+card's calibration (:mod:`djldml.calibration`) is applied here and nowhere else.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import labels
+from .calibration import Calibration
 from .errors import ModelError
 
 DEFAULT_INTERVAL_MASS = 0.9
@@ -51,8 +53,13 @@ def predict_video(
     clip_distributions: np.ndarray,
     clip_start_times: np.ndarray | None = None,
     interval_mass: float = DEFAULT_INTERVAL_MASS,
+    calibration: Calibration | None = None,
 ) -> VideoPrediction:
-    """Aggregate ``[N, 64]`` clip distributions (N ≥ 1) into one :class:`VideoPrediction`."""
+    """Aggregate ``[N, 64]`` clip distributions (N ≥ 1) into one :class:`VideoPrediction`.
+
+    ``calibration``: the model card's (:func:`djldml.calibration.calibration_of`); it transforms the video
+    distribution (temperature) or sets the interval (conformal) — None: uncalibrated. ModelError on malformed
+    distributions."""
     d = np.asarray(clip_distributions, dtype=np.float64)
     if d.ndim != 2 or d.shape[1] != labels.NUM_BINS or len(d) == 0:
         raise ModelError(f"expected clip distributions [N≥1, {labels.NUM_BINS}], got {d.shape}")
@@ -62,8 +69,14 @@ def predict_video(
     d /= d.sum(axis=1, keepdims=True)  # float32 softmax outputs sum to 1 only up to rounding
     video = d.mean(axis=0)
     video /= video.sum()
+    if calibration is not None:
+        video = calibration.distribution(video)
     score = float(labels.expectation(video))
-    lo, hi = labels.central_interval(video, interval_mass)
+    if calibration is not None:
+        lo, hi = calibration.interval(video, score, interval_mass)
+    else:
+        lo_hi = labels.central_interval(video, interval_mass)
+        lo, hi = int(lo_hi[0]), int(lo_hi[1])
     bands = labels.band_probabilities(video)
     if clip_start_times is not None:
         clip_start_times = np.asarray(clip_start_times, dtype=np.float64)

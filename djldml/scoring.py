@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import Calibration
 from .clips import FaceClips
 from .faces import extract_face_clips
 from .faces.provenance import scoring_config
@@ -34,17 +35,19 @@ def score_clips(
     model: ClipModel,
     batch_clips: int = BATCH_CLIPS,
     on_batch: Callable[[int, int], None] | None = None,
+    calibration: Calibration | None = None,
 ) -> VideoPrediction:
     """The video prediction from ``clips`` (N ≥ 1): ``model`` on batches of ``batch_clips`` clips, in order,
-    then :func:`~djldml.prediction.predict_video` with the clips' start times. ``on_batch(done, total)`` after
-    each batch (progress). Raises ModelError (from predict_video) on malformed distributions."""
+    then :func:`~djldml.prediction.predict_video` with the clips' start times and the model card's
+    ``calibration``. ``on_batch(done, total)`` after each batch (progress). Raises ModelError (from
+    predict_video) on malformed distributions."""
     n = len(clips)
     dists = []
     for i in range(0, n, batch_clips):
         dists.append(np.asarray(model(clips.clips[i : i + batch_clips]), dtype=np.float64))
         if on_batch is not None:
             on_batch(min(n, i + batch_clips), n)
-    return predict_video(np.concatenate(dists), clips.start_times)
+    return predict_video(np.concatenate(dists), clips.start_times, calibration=calibration)
 
 
 def score_video(
@@ -52,9 +55,11 @@ def score_video(
     preprocessing: dict[str, Any] | None,
     model: ClipModel,
     batch_clips: int = BATCH_CLIPS,
+    calibration: Calibration | None = None,
     **limits: Any,
 ) -> tuple[FaceClips, VideoPrediction]:
-    """Face clips and prediction of the video at ``path`` for a model whose card records ``preprocessing``
-    (``limits``: FaceConfig overrides such as max_duration_s). Raises the typed errors of djldml.errors."""
+    """Face clips and prediction of the video at ``path`` for a model whose card records ``preprocessing`` and
+    ``calibration`` (``limits``: FaceConfig overrides such as max_duration_s). Raises the typed errors of
+    djldml.errors."""
     clips = extract_face_clips(str(path), scoring_config(preprocessing, **limits))
-    return clips, score_clips(clips, model, batch_clips)
+    return clips, score_clips(clips, model, batch_clips, calibration=calibration)

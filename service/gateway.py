@@ -28,7 +28,7 @@ from .jobs import Job, JobStore, StoreUnavailable, new_job_id
 from .metrics import Metrics
 from .processing import face_config, preprocessing_check
 from .settings import Settings
-from .storage import LocalUploadStorage
+from .storage import StorageUnavailable, UploadStorage
 
 log = logging.getLogger("service.gateway")
 
@@ -45,7 +45,7 @@ class Submitted:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: JobStore, storage: LocalUploadStorage, backend: InferenceBackend,
+    def __init__(self, settings: Settings, store: JobStore, storage: UploadStorage, backend: InferenceBackend,
                  runner, metrics: Metrics):
         self.settings, self.store, self.storage, self.backend, self.runner = settings, store, storage, backend, runner
         self.metrics = metrics
@@ -62,7 +62,7 @@ class Gateway:
         atomically just before the job is created. Form fields: ``callback_url`` (checked against the allow-list
         as soon as its part ends) and ``faces_preview``."""
         scope = idempotency.scope_of(owner, idempotency_key) if idempotency_key else None
-        known = await self._store(self.store.key_record, scope) if scope else None
+        known = await self._store_op_in_thread(self.store.key_record, scope) if scope else None
         if known is not None:  # a retry: read the body only to compare it with the first request's
             upload = await self._receive(request, owner, new_job_id())
             self.storage.delete(upload.path)
@@ -70,7 +70,7 @@ class Gateway:
 
         limit = self.settings.max_concurrent_jobs_per_key
         job_id = new_job_id()
-        if not await self._store(self.store.reserve, owner, job_id, limit):
+        if not await self._store_op_in_thread(self.store.reserve, owner, job_id, limit):
             raise Problem("too_many_jobs", f"this key has {limit} unfinished jobs, the limit")
         created = False
         try:
@@ -85,13 +85,13 @@ class Gateway:
                           faces_preview=_truthy(fields.get("faces_preview")), idempotency=scope)
                 if scope:
                     record = idempotency.KeyRecord(job_id, self._fingerprint(upload))
-                    found = await self._store(self.store.claim_key, scope, record.to_json())
+                    found = await self._store_op_in_thread(self.store.claim_key, scope, record.to_json())
                     if found is not None:  # the same key won a race with this request: its job, not ours
                         self.storage.delete(upload.path)
                         return await self._replay(scope, idempotency.KeyRecord.from_json(found),
                                                   record.fingerprint)
                 try:
-                    await self._store(self.store.create, job)
+                    await self._store_op_in_thread(self.store.create, job)
                     created = True
                     await to_thread.run_sync(self.runner.submit, job.id, upload.path)
                 except StoreUnavailable as exc:
@@ -102,7 +102,8 @@ class Gateway:
                         with contextlib.suppress(StoreUnavailable):  # else it expires with the job TTL
                             await to_thread.run_sync(self.store.release_key, scope)
             except BaseException:
-                self.storage.delete(upload.path)
+                with contextlib.suppress(StorageUnavailable):  # the sweeper deletes it once the store is back
+                    self.storage.delete(upload.path)
                 raise
         finally:
             if not created:
@@ -116,9 +117,12 @@ class Gateway:
             if field == "callback_url" and value:
                 callbacks.check_url(value, owner, self.settings)
 
-        return await receive_video(request, self.storage, self.settings.max_upload_bytes,
-                                   self.settings.upload_idle_timeout_s, name=name, text_fields=FORM_FIELDS,
-                                   check_field=check)
+        try:
+            return await receive_video(request, self.storage, self.settings.max_upload_bytes,
+                                       self.settings.upload_idle_timeout_s, name=name, text_fields=FORM_FIELDS,
+                                       check_field=check)
+        except StorageUnavailable as exc:  # the object store, not the client: 503, retry later
+            raise Problem(exc.code, str(exc)) from None
 
     @staticmethod
     def _fingerprint(upload: ReceivedUpload) -> str:
@@ -127,15 +131,20 @@ class Gateway:
         return idempotency.fingerprint(upload.sha256, fields)
 
     async def _replay(self, scope: str, record: idempotency.KeyRecord, fingerprint: str) -> Submitted:
-        job = await self._store(self.store.get, record.job_id)
+        job = await self._store_op_in_thread(self.store.get, record.job_id)
         if job is None and record.stale and record.fingerprint == fingerprint:
-            await self._store(self.store.release_key, scope)  # abandoned: this answer is 409, the next retry is new
+            # abandoned: this answer is 409, the next retry is new
+            await self._store_op_in_thread(self.store.release_key, scope)
         return Submitted(idempotency.replayed_job_id(record, fingerprint, job is not None), replayed=True)
 
-    def _probe(self, path) -> None:
-        """Open the file with the pipeline's own probe: not-a-video / too long / too short answer at once."""
+    def _probe(self, ref) -> None:
+        """Open the file with the pipeline's own probe: not-a-video / too long / too short answer at once.
+        (An object store hands over the gateway's local spool of the upload: service.s3_storage.)"""
         try:
-            probe(path, face_config(self.settings))
+            with self.storage.local_copy(ref) as path:
+                probe(path, face_config(self.settings))
+        except StorageUnavailable as exc:
+            raise Problem(exc.code, str(exc)) from None
         except DJLDMLError as exc:
             raise Problem(exc.code if exc.code in PROBLEMS else "not_a_video", exc.message) from None
         except Exception as exc:  # whatever the demuxer throws at a hostile file, it is the file's fault
@@ -157,7 +166,7 @@ class Gateway:
 
     # ------------------------------------------------------------------------------------------ jobs
     def status(self, job_id: str, owner: str) -> schemas.JobStatus:
-        job = self._call(self.store.get, job_id)
+        job = self._store_op(self.store.get, job_id)
         if job is None or job.owner != owner:  # another key's job is as unknown as a missing one
             raise Problem("unknown_job", "no such job for this key (it may have expired)")
         return schemas.job_status(job)
@@ -165,14 +174,14 @@ class Gateway:
     def faces_preview(self, job_id: str, owner: str) -> bytes:
         """The job's contact sheet of aligned faces (JPEG); Problem ``unknown_job`` / ``no_faces_preview``."""
         self.status(job_id, owner)
-        image = self._call(self.store.get_preview, job_id)
+        image = self._store_op(self.store.get_preview, job_id)
         if image is None:
             raise Problem("no_faces_preview", "none was asked for (faces_preview=true), or the job is not done")
         return image
 
     def delete(self, job_id: str, owner: str) -> None:
         self.status(job_id, owner)
-        self._call(self.store.delete, job_id)  # a running job notices at its next step and stops
+        self._store_op(self.store.delete, job_id)  # a running job notices at its next step and stops
 
     # ------------------------------------------------------------------------------------------ operations
     def backend_ready(self) -> tuple[bool, str]:
@@ -189,7 +198,7 @@ class Gateway:
         self._backend_state = (0.0, False, "")  # /readyz always asks afresh
         checks = {}
         for name, check in (("job_store", self.store.ping), ("queue", self.runner.ready),
-                            ("backend", self.backend_ready)):
+                            ("backend", self.backend_ready), ("upload_store", self.storage.ready)):
             ok, reason = check()
             checks[name] = "ok" if ok else (reason or "not ready")
         ready = all(v == "ok" for v in checks.values())
@@ -200,8 +209,12 @@ class Gateway:
             info = self.backend.model_info()
         except BackendUnavailable as exc:
             raise Problem("backend_unavailable", str(exc)) from None
-        fields = {k: getattr(info, k) for k in schemas.Model.model_fields if k != "preprocessing"}
-        return schemas.Models(models=[schemas.Model(**fields, preprocessing=self.preprocessing_check(info))])
+        fields = {k: getattr(info, k) for k in schemas.Model.model_fields if k not in ("preprocessing", "inference")}
+        inference = info.extra.get("inference") or {}
+        return schemas.Models(models=[schemas.Model(
+            **fields, preprocessing=self.preprocessing_check(info),
+            inference=schemas.ModelInference(**{k: inference[k] for k in schemas.ModelInference.model_fields
+                                                if k in inference}))])
 
     def preprocessing_check(self, info: ModelInfo) -> schemas.PreprocessingCheck:
         """Whether this service makes face clips as the model's training did (djldml.faces.provenance)."""
@@ -222,14 +235,16 @@ class Gateway:
         return self.metrics.render(self.runner.queue_depth())
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _call(self, fn, *args):
+    def _store_op(self, fn, *args):
+        """A job-store operation; an unreachable store becomes the 503 problem ``queue_unavailable``."""
         try:
             return fn(*args)
         except StoreUnavailable as exc:
             raise Problem("queue_unavailable", str(exc)) from None
 
-    async def _store(self, fn, *args):
-        return await to_thread.run_sync(self._call, fn, *args)
+    async def _store_op_in_thread(self, fn, *args):
+        """:meth:`_store_op` in a worker thread, so a slow Redis never blocks the event loop."""
+        return await to_thread.run_sync(self._store_op, fn, *args)
 
 
 def _truthy(value: str | None) -> bool:

@@ -19,11 +19,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Protocol
 
 import tenacity
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class JobState(StrEnum):
@@ -51,14 +51,19 @@ class StoreUnavailable(Exception):
     code = "queue_unavailable"
 
 
-@dataclass
-class Job:
+class Job(BaseModel):
+    """A job's record: a JSON document in the store, checked by pydantic both ways. A document written by a newer
+    version may carry more fields (ignored); an update naming a field that does not exist, or a value of the
+    wrong type, is refused (ValidationError) instead of being stored or silently dropped."""
+
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+
     id: str
     owner: str  # hash of the API key ("anonymous" when the API is open); never the key itself
-    status: str = QUEUED
+    status: JobState = JobState.queued
     progress: float = 0.0
-    created_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
     started_at: float | None = None
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None  # {"code", "detail"}
@@ -72,13 +77,20 @@ class Job:
     def finished(self) -> bool:
         return self.status in TERMINAL
 
+    def updated(self, changes: dict[str, Any]) -> Job:
+        """A copy with ``changes`` applied and checked, and ``updated_at`` now; ValueError (pydantic's
+        ValidationError is one) for a field that does not exist or a value of the wrong type."""
+        unknown = sorted(set(changes) - set(type(self).model_fields))
+        if unknown:
+            raise ValueError(f"no such job field(s): {unknown}")
+        return type(self).model_validate({**self.model_dump(), **changes, "updated_at": time.time()})
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return self.model_dump_json()
 
     @classmethod
     def from_json(cls, s: str | bytes) -> Job:
-        known = {f.name for f in fields(cls)}  # a document written by a newer version may carry more
-        return cls(**{k: v for k, v in json.loads(s).items() if k in known})
+        return cls.model_validate_json(s)
 
 
 def new_job_id() -> str:
@@ -189,9 +201,7 @@ class MemoryJobStore:
             if job is None:
                 return None
             if not job.finished:
-                for k, v in changes.items():
-                    setattr(job, k, v)
-                job.updated_at = time.time()
+                job = self._jobs[job_id] = job.updated(changes)
                 if job.finished and job.idempotency in self._keys:  # the key lives as long as its job
                     self._keys[job.idempotency] = (self._keys[job.idempotency][0], job.updated_at + self.ttl_s)
             return Job.from_json(job.to_json())
@@ -388,9 +398,7 @@ return 0
             job = Job.from_json(raw)
             if job.finished:
                 return job
-            for k, v in changes.items():
-                setattr(job, k, v)
-            job.updated_at = time.time()
+            job = job.updated(changes)
             pipe.multi()
             pipe.set(key, job.to_json(), ex=self.ttl_s)
             if job.finished:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import tenacity
 
+from djldml.calibration import calibration_of
 from djldml.errors import DJLDMLError
 from djldml.faces import FaceConfig, extract_face_clips
 from djldml.faces.preview import contact_sheet
@@ -29,7 +30,7 @@ from djldml.scoring import score_clips
 from .backends.base import BackendUnavailable, InferenceBackend
 from .jobs import DONE, FAILED, INFERRING, PREPROCESSING, Job, JobStore, StoreUnavailable
 from .settings import Settings
-from .storage import UploadStorage
+from .storage import StorageUnavailable, UploadStorage
 
 log = logging.getLogger("service.processing")
 
@@ -70,7 +71,7 @@ def run_job(job_id: str, upload: str | Path, *, store: JobStore, backend: Infere
     """
     delete_upload = True
     try:
-        status = _run(job_id, Path(upload), store, backend, settings)
+        status = _run(job_id, upload, store, backend, storage, settings)
         if status in (DONE, FAILED) and on_finished is not None:
             _notify(store, job_id, on_finished)
         return status
@@ -79,10 +80,14 @@ def run_job(job_id: str, upload: str | Path, *, store: JobStore, backend: Infere
         raise
     finally:
         if delete_upload:
-            storage.delete(upload)
+            try:
+                storage.delete(upload)
+            except StorageUnavailable as exc:  # the job's outcome stands; the sweeper deletes it on a later pass
+                log.warning("job %s: upload not deleted yet (%s)", job_id, exc)
 
 
-def _run(job_id: str, upload: Path, store: JobStore, backend: InferenceBackend, settings: Settings) -> str:
+def _run(job_id: str, upload: str | Path, store: JobStore, backend: InferenceBackend, storage: UploadStorage,
+         settings: Settings) -> str:
     job = store.get(job_id)
     if job is None:
         return "gone"
@@ -97,14 +102,17 @@ def _run(job_id: str, upload: Path, store: JobStore, backend: InferenceBackend, 
         _set(store, job_id, status=PREPROCESSING, progress=0.05, started_at=started, attempts=job.attempts + 1)
         info = backend.model_info()  # its card decides how clips are cut (the clip contract in time)
         t = time.perf_counter()
-        clips = extract_face_clips(str(upload), face_config(settings, info.extra))
-        timings["face_clips"] = time.perf_counter() - t
+        with storage.local_copy(upload) as local:  # the file itself, or an object store's upload streamed down
+            timings["download"] = time.perf_counter() - t
+            clips = extract_face_clips(str(local), face_config(settings, info.extra))
+        timings["face_clips"] = time.perf_counter() - t - timings["download"]
 
         _set(store, job_id, status=INFERRING, progress=0.5)
         t = time.perf_counter()
         prediction = score_clips(
             clips, lambda batch: _infer_with_retries(backend, batch, settings), settings.inference_batch_clips,
-            on_batch=lambda done, n: _set(store, job_id, progress=0.5 + 0.45 * done / max(n, 1)))
+            on_batch=lambda done, n: _set(store, job_id, progress=0.5 + 0.45 * done / max(n, 1)),
+            calibration=calibration_of(info.extra.get("inference")))  # the card's; None: uncalibrated
         timings["inference"] = time.perf_counter() - t
         timings["total"] = time.time() - job.created_at
         check = preprocessing_check(info.extra, settings)
@@ -126,6 +134,8 @@ def _run(job_id: str, upload: Path, store: JobStore, backend: InferenceBackend, 
     except BackendUnavailable as exc:
         return _fail(store, job_id, "backend_unavailable", str(exc) or "inference backend unavailable", timings,
                      started)
+    except StorageUnavailable as exc:  # the object store is down, or the upload is gone from it
+        return _fail(store, job_id, StorageUnavailable.code, str(exc), timings, started)
     except Exception as exc:  # a bug or an environment failure: the job fails with a code, the worker lives on
         if exc.__class__.__name__ == "SoftTimeLimitExceeded":  # Celery's JOB_TIME_LIMIT_S (no celery import here)
             return _fail(store, job_id, "job_timeout", "the job ran past the time limit", timings, started)

@@ -39,7 +39,16 @@ class Settings(BaseSettings):
     model_name: str = "djldml-demo"
     model_store: Path = Path("model_store")
     upload_dir: Path = Field(default_factory=default_upload_dir,
-                             description="private (0700) directory of uploads; default ~/.cache/djldml/uploads")
+                             description="private (0700) directory of uploads; default ~/.cache/djldml/uploads "
+                                         "(with an object store: of this host's transient local copies)")
+    upload_store: str | None = Field(
+        None, description="s3://bucket/prefix: uploads go to an S3-compatible object store (gateway and workers "
+                          "on different hosts); unset = the local UPLOAD_DIR (one host or a shared volume)")
+    s3_endpoint_url: str | None = Field(None, description="S3 API endpoint (MinIO, Ceph, rclone); unset = AWS")
+    s3_region: str | None = Field(None, description="S3 region; unset = AWS_REGION / AWS_DEFAULT_REGION / us-east-1")
+    s3_part_bytes: int = Field(8 * 1024**2, ge=5 * 1024**2,
+                               description="multipart part size; the gateway holds at most two per upload")
+    s3_server_side_encryption: str | None = Field(None, description="AES256 or aws:kms for every upload object")
 
     # Limits
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest accepted upload, enforced while streaming")
@@ -91,7 +100,9 @@ class Settings(BaseSettings):
         300.0, gt=0, description="a queued job not updated for this long is enqueued again by the sweeper "
                                  "(its message may have been lost); a duplicate of a waiting job is a no-op"
     )
-    embedded_workers: int = Field(1, gt=0, description="job threads in embedded mode")
+    embedded_workers: int = Field(
+        2, gt=0, description="job threads in embedded mode; 2: one job's face clips overlap another's inference "
+                             "(more videos/min on 2 cores: `python -m bench e2e`, docs/deploy.md)")
     retry_after_s: int = Field(5, gt=0, description="Retry-After of 503 answers")
 
     # Job-end notifications (service.callbacks)
@@ -105,6 +116,20 @@ class Settings(BaseSettings):
     callback_timeout_s: float = Field(5.0, gt=0, description="one callback POST (connect + answer)")
     callback_retries: int = Field(5, ge=0, description="retries of a callback that failed (non-2xx, no answer)")
     callback_retry_delay_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry, max 60 s")
+
+    @field_validator("upload_store", "s3_endpoint_url", "s3_region", "s3_server_side_encryption", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v):
+        return v or None
+
+    @field_validator("upload_store")
+    @classmethod
+    def _store_url(cls, v):
+        if v is not None:
+            from .s3_storage import parse_store_url
+
+            parse_store_url(v)  # ValueError → a settings error at start-up, not at the first upload
+        return v
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -1,10 +1,13 @@
 """Where uploads wait between the gateway and the worker.
 
-An interface (``UploadStorage``) with one implementation today: a local directory (a shared volume in compose).
-Names are the job's id (random, never the client's file name), so a sweeper can tell which upload belongs to
-which job; the size limit is enforced while the bytes stream in, so an oversized upload is refused after
-``limit`` bytes, not after the whole body. ``sniff_video`` checks the first bytes for a known video container
-before anything expensive runs.
+An interface (``UploadStorage``) with two implementations: a local directory here (a shared volume in compose:
+gateway and workers on one host), and an S3-compatible object store in :mod:`service.s3_storage` (gateway and
+workers on different hosts), chosen by ``DJLDML_UPLOAD_STORE`` (service.wiring). An upload is known by a
+*reference* (``UploadWriter.path``): a path here, ``s3://bucket/key`` there; workers get a local file to decode
+from ``local_copy(ref)``. Names are the job's id (random, never the client's file name), so a sweeper can tell
+which upload belongs to which job; the size limit is enforced while the bytes stream in, so an oversized upload
+is refused after ``limit`` bytes, not after the whole body. ``sniff_video`` checks the first bytes for a known
+video container before anything expensive runs.
 
 Uploads are interview videos (health data): the directory is created 0700 and each file 0600, whatever the
 umask, and a directory that another user owns or that is group- or world-writable is refused
@@ -19,6 +22,8 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -31,8 +36,50 @@ class UnsafeUploadDir(Exception):
     """The upload directory is owned by another user or is group/world-writable (refused at start-up)."""
 
 
-class UploadWriter:
-    """An open upload being written; ``write`` raises UploadTooLarge past the limit (and removes the file).
+class StorageUnavailable(OSError):
+    """The upload store cannot be reached or refused a request (object store down, bad credentials). An OSError,
+    so the upload path treats it as a failure on our side, never as the client's; the gateway answers 503
+    ``upload_store_unavailable``, a worker fails the job with that code."""
+
+    code = "upload_store_unavailable"
+
+
+class UploadWriter(Protocol):
+    """An open upload being written. ``write`` raises UploadTooLarge past the limit (and removes what was written);
+    ``close`` makes the upload complete and visible; ``abort`` removes everything written, quietly."""
+
+    path: str | Path  # the upload's reference: give it to UploadStorage.delete / local_copy
+    size: int  # bytes written so far
+    head: bytes  # the first 512 bytes, for sniff_video
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class UploadStorage(Protocol):
+    def open_writer(self, limit: int, name: str | None = None) -> UploadWriter: ...
+    def local_copy(self, ref: str | Path) -> AbstractContextManager[Path]: ...
+    def uploads(self) -> list[tuple[str, str | Path, float]]: ...
+    def partial_uploads(self) -> list[tuple[str, str | Path, float]]: ...
+    def delete(self, ref: str | Path) -> None: ...
+    def ready(self) -> tuple[bool, str]: ...
+
+
+SUFFIX = ".upload"
+
+
+def check_name(name: str | None) -> str:
+    """The upload's name: ``name`` (the job id, hex) or a random one; ValueError unless alphanumeric (so it can
+    neither escape a directory nor a key prefix)."""
+    name = name or secrets.token_hex(16)
+    if not name.isalnum():
+        raise ValueError("upload names are alphanumeric")
+    return name
+
+
+class LocalUploadWriter:
+    """An upload being written to a file; ``write`` raises UploadTooLarge past the limit (and removes the file).
 
     The file is created exclusively (never follows or reuses an existing name) with mode 0600.
     """
@@ -61,14 +108,6 @@ class UploadWriter:
         self._f.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-
-
-class UploadStorage(Protocol):
-    def open_writer(self, limit: int, name: str | None = None) -> UploadWriter: ...
-    def delete(self, path: str | Path) -> None: ...
-
-
-SUFFIX = ".upload"
 
 
 def default_upload_dir() -> Path:
@@ -106,12 +145,14 @@ class LocalUploadStorage:
         self.directory = Path(directory)
         ensure_private_dir(self.directory)
 
-    def open_writer(self, limit: int, name: str | None = None) -> UploadWriter:
+    def open_writer(self, limit: int, name: str | None = None) -> LocalUploadWriter:
         """A writer for a new file ``<name>.upload`` (``name``: the job id, hex; default random)."""
-        name = name or secrets.token_hex(16)
-        if not name.isalnum():
-            raise ValueError("upload names are alphanumeric")
-        return UploadWriter(self.directory / f"{name}{SUFFIX}", limit)
+        return LocalUploadWriter(self.directory / f"{check_name(name)}{SUFFIX}", limit)
+
+    @contextlib.contextmanager
+    def local_copy(self, ref: str | Path) -> Iterator[Path]:
+        """The upload's own file (it is local already): nothing is copied."""
+        yield Path(ref)
 
     def uploads(self) -> list[tuple[str, Path, float]]:
         """(name, path, seconds since last written) of every upload in the directory, for the sweeper."""
@@ -120,6 +161,13 @@ class LocalUploadStorage:
             with contextlib.suppress(FileNotFoundError):
                 out.append((p.name[: -len(SUFFIX)], p, now - p.stat().st_mtime))
         return out
+
+    def partial_uploads(self) -> list[tuple[str, Path, float]]:
+        """None apart from :meth:`uploads`: a file being written is listed there (and left alone while fresh)."""
+        return []
+
+    def ready(self) -> tuple[bool, str]:
+        return (True, "") if self.directory.is_dir() else (False, f"upload directory {self.directory} is missing")
 
     def delete(self, path: str | Path) -> None:
         """Remove an upload; only inside our directory, and quietly if it is already gone."""

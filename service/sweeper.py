@@ -15,6 +15,10 @@ and whose id is not still reserved by the gateway (received, being probed, job n
 
 Either way ``updated_at`` is touched, so the job is not enqueued again before another period.
 
+With an object store (service.s3_storage) an upload still being received, or abandoned by a gateway that died,
+is an incomplete multipart upload: once idle for the same while and not reserved, it is aborted (its parts
+deleted).
+
 Enqueuing a job twice is safe: the task is idempotent (a finished job is left alone, see service.processing).
 So an upload outlives its job by at most ``SWEEP_INTERVAL_S`` (plus the idle timeout for an abandoned upload),
 a job whose worker died runs again after about ``LEASE_S + SWEEP_INTERVAL_S``, and one whose message was lost
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 
 from .jobs import INFERRING, PREPROCESSING, QUEUED, JobStore, StoreUnavailable
 from .settings import Settings
-from .storage import LocalUploadStorage
+from .storage import UploadStorage
 
 log = logging.getLogger("service.sweeper")
 
@@ -43,7 +47,7 @@ class SweepReport:
     requeued: int = 0  # unfinished jobs enqueued again (worker lost, or message lost)
 
 
-def sweep(store: JobStore, storage: LocalUploadStorage, runner, settings: Settings,
+def sweep(store: JobStore, storage: UploadStorage, runner, settings: Settings,
           now: float | None = None) -> SweepReport:
     """One pass over the upload directory (see the module docstring); raises StoreUnavailable when the job
     store cannot be read (nothing is deleted then: an unreadable job is not a gone job)."""
@@ -68,6 +72,11 @@ def sweep(store: JobStore, storage: LocalUploadStorage, runner, settings: Settin
                 report.requeued += 1
             except StoreUnavailable:
                 log.warning("sweeper: broker unreachable, job not enqueued again yet")
+    for job_id, ref, age_s in storage.partial_uploads():  # an object store's incomplete multipart uploads
+        # Abandoned (the gateway died mid-upload) once idle and not being received (not reserved, no job yet).
+        if age_s >= quiet_s and not (store.get(job_id) is None and store.reserved(job_id)):
+            storage.delete(ref)
+            report.deleted += 1
     if report.deleted or report.requeued:
         log.info("sweeper: %d uploads deleted, %d stale jobs enqueued again", report.deleted, report.requeued)
     return report
@@ -76,7 +85,7 @@ def sweep(store: JobStore, storage: LocalUploadStorage, runner, settings: Settin
 class Sweeper:
     """Runs :func:`sweep` every ``settings.sweep_interval_s`` in a daemon thread until ``stop()``."""
 
-    def __init__(self, store: JobStore, storage: LocalUploadStorage, runner, settings: Settings):
+    def __init__(self, store: JobStore, storage: UploadStorage, runner, settings: Settings):
         self.store, self.storage, self.runner, self.settings = store, storage, runner, settings
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="djldml-sweeper", daemon=True)

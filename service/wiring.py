@@ -4,6 +4,7 @@
 |---------------------------|-----------------------------------------------------------------|
 | ``DJLDML_BROKER_URL``     | jobs run in a thread pool of the gateway; job store in memory    |
 | ``DJLDML_TORCHSERVE_URL`` | the in-process backend loads ``MODEL_STORE/MODEL_NAME.mar``     |
+| ``DJLDML_UPLOAD_STORE``   | uploads wait in the local ``UPLOAD_DIR``, not an object store    |
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 from .backends.base import BackendUnavailable, InferenceBackend, ModelInfo
 from .jobs import JobStore, MemoryJobStore, RedisJobStore
 from .settings import Settings
-from .storage import LocalUploadStorage
+from .storage import LocalUploadStorage, UploadStorage
 
 
 def build_store(s: Settings, worker: bool = False) -> JobStore:
@@ -23,7 +24,14 @@ def build_store(s: Settings, worker: bool = False) -> JobStore:
     return RedisJobStore(s.broker_url, s.job_ttl_s, patience_s=s.store_patience_s if worker else 0.0)
 
 
-def build_storage(s: Settings) -> LocalUploadStorage:
+def build_storage(s: Settings) -> UploadStorage:
+    """The object store when ``DJLDML_UPLOAD_STORE`` is set (s3://bucket/prefix), else the private UPLOAD_DIR.
+    Raises UnsafeUploadDir when UPLOAD_DIR (with an object store: of the local copies) is not private."""
+    if s.upload_store:
+        from .s3_storage import S3UploadStorage
+
+        return S3UploadStorage(s.upload_store, s.upload_dir, endpoint_url=s.s3_endpoint_url, region=s.s3_region,
+                               part_bytes=s.s3_part_bytes, server_side_encryption=s.s3_server_side_encryption)
     return LocalUploadStorage(s.upload_dir)
 
 
@@ -72,7 +80,7 @@ def build_backend_or_unavailable(s: Settings) -> InferenceBackend:
         return UnavailableBackend(f"{exc.__class__.__name__}: {exc}")
 
 
-def build_runner(s: Settings, store: JobStore, backend: InferenceBackend, storage: LocalUploadStorage):
+def build_runner(s: Settings, store: JobStore, backend: InferenceBackend, storage: UploadStorage):
     if s.embedded:
         from .embedded import EmbeddedRunner
 

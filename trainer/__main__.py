@@ -19,6 +19,7 @@ PLUGGED = {
     "prepare": ("trainer.prepare", "videos + labels → prepared face-clip dataset"),
     "demo": ("trainer.demo", "synth → prepare → train → export the SYNTHETIC demo model"),
     "export": ("trainer.export", "package a trained model as a TorchServe .mar"),
+    "calibrate": ("trainer.calibrate", "fit the calibration of the video distribution on the development split"),
 }
 
 
@@ -63,7 +64,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate(args.model, args.data, split=args.split, out_dir=args.out, clips_per_video=args.clips_per_video,
                        batch_size=args.batch_size, n_bootstrap=args.bootstrap, seed=args.seed, device=args.device,
-                       amp=args.amp, plots=not args.no_plots, progress=not args.no_progress, videos=args.videos)
+                       amp=args.amp, plots=not args.no_plots, progress=not args.no_progress, videos=args.videos,
+                       calibration=args.calibration)
     print(format_report(metrics))
     print(f"written to {metrics['out_dir']}")
     return 0
@@ -111,6 +113,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA, as a .mar exported with --amp")
+    p.add_argument("--calibration", type=Path, help="apply this calibration JSON (trainer calibrate) instead of the "
+                                                    "model's own; the uncalibrated figures are shown beside it")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     handlers["evaluate"] = _evaluate

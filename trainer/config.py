@@ -17,6 +17,8 @@ from typing import Any
 
 from djldml.losses import OBJECTIVES
 
+from .normalisation import check_name
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 SYNTHETIC_CONFIG = CONFIG_DIR / "synthetic.toml"
@@ -41,6 +43,9 @@ class TrainConfig:
     # [model]
     preset: str = "c3d"
     pretrained: str = ""  # optional local C3D state dict for the backbone (never downloaded)
+    # pixel normalisation of the clips (djldml.clips.NORMALISATIONS), recorded in the model card: "auto" = what the
+    # pretrained weights expect ("sports1m-c3d": RGB 0–255), else "default" ([-1, 1]) — trainer/normalisation.py
+    input_normalisation: str = "auto"
     head_prior: bool = True  # start a regression head at the mean training score (the train-mean baseline)
     # [loss]
     objective: str = "djldml"
@@ -87,6 +92,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be ≥ 1")
         if self.blur < 0:
             raise ValueError("blur must be ≥ 0")
+        check_name(self.input_normalisation)
         if not 0 < self.capture_rate_min <= 1:
             raise ValueError("capture_rate_min must be in (0, 1]")
         if not 0 < self.crop_scale <= 1:

@@ -28,6 +28,7 @@ def run_demo(out_mar: str | Path, work: str | Path = "runs/demo", seed: int = 0,
              synth_config: SynthConfig = DEMO_SYNTH, overrides: dict[str, Any] | None = None,
              workers: int = 2, progress: bool = True) -> dict[str, Any]:
     """Build the demo archive at ``out_mar``; returns {"mar", "run_dir", "metrics", "seconds"}."""
+    from .calibrate import calibrate
     from .config import SYNTHETIC_CONFIG, load_config
     from .evaluate import evaluate, format_report
     from .export import export_model
@@ -49,6 +50,10 @@ def run_demo(out_mar: str | Path, work: str | Path = "runs/demo", seed: int = 0,
     cfg = load_config(SYNTHETIC_CONFIG, {"data": str(work / "prepared"), "out": str(work / "run"), "seed": seed,
                                          "progress": progress, "resume": resume, **(overrides or {})})
     run_dir = train(cfg)
+    # The calibration of the video distribution, fitted on the development subjects through the service's path
+    # (run_dir/calibration.json: evaluate applies it, export packs it into the card's inference.calibration).
+    calibrated = calibrate(run_dir, manifest, split="dev", progress=progress)["calibration"]
+    print(f"calibration ({calibrated.method}): {calibrated.to_dict()}")
     # Model selection figures from the face store, then the figure the card carries: the held-out synthetic
     # test videos scored through the service's path (raw video → clips as the card will say → prediction).
     print(format_report(evaluate(run_dir, split="test", plots=False, progress=progress, n_bootstrap=200)))
@@ -59,7 +64,8 @@ def run_demo(out_mar: str | Path, work: str | Path = "runs/demo", seed: int = 0,
     card = {
         "description": DEMO_DESCRIPTION,
         "synthetic_demo": True,
-        "metrics": {"test_synthetic": {k: metrics[k] for k in ("n_videos", "path", "model", "baselines")}},
+        "metrics": {"test_synthetic": {k: metrics[k] for k in ("n_videos", "path", "model", "baselines",
+                                                               "uncertainty", "screening")}},
         "data": {
             "synthetic": True,
             "generator": json.loads((work / "synthetic" / "synthetic.json").read_text())["generator"],

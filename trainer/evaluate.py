@@ -11,7 +11,11 @@
 
 Reported: MAE, RMSE and Pearson r of the model and of two constant predictors — the mean and the median of the
 training labels — each with a bootstrap 95 % interval over videos, and the paired interval of (model MAE −
-train-mean MAE). Writes ``predictions.csv`` (one row per video), ``metrics.json`` and PNG plots to the output
+train-mean MAE); whether the uncertainty means what it says (coverage and mean width of the 90 % interval,
+Brier score of the band probabilities, a reliability plot: trainer/uncertainty.py) before and after the model's
+calibration (djldml/calibration.py; the card's, a run's ``calibration.json`` or ``calibration=``); and
+sensitivity, specificity and ROC AUC at the BDI-II cut-offs 14 and 20 beside the baselines' (trainer/screening.py).
+Writes ``predictions.csv`` (one row per video), ``metrics.json`` and PNG plots to the output
 directory, and warns when the training and evaluated splits share subjects (AVEC2013 does), because then the
 figures overstate what happens on new people.
 """
@@ -31,6 +35,8 @@ import numpy as np
 from tqdm import tqdm
 
 from djldml import labels
+from djldml.calibration import Calibration, calibration_of
+from djldml.clips import InputNormalisation, input_normalisation
 from djldml.device import resolve_device
 from djldml.errors import DJLDMLError
 from djldml.inference import clip_distributions, mirror_average
@@ -40,8 +46,12 @@ from djldml.prediction import VideoPrediction, predict_video
 from djldml.runtime import ClipNetwork
 from djldml.scoring import score_video
 
+from .calibration_file import read_calibration, run_calibration
 from .data import ClipStore, evenly_spaced
+from .normalisation import training_normalisation
+from .screening import screening_metrics
 from .store import open_store
+from .uncertainty import uncertainty_report
 
 BASELINES = ("train_mean", "train_median")
 
@@ -51,8 +61,13 @@ class VideoResult:
     video_id: str
     subject: str | None
     true: float
-    prediction: VideoPrediction
+    prediction: VideoPrediction  # as the service gives it: with the model's calibration, if any
     n_clips: int
+    raw: VideoPrediction | None = None  # the same clips without calibration (None: there is no calibration)
+
+    @property
+    def uncalibrated(self) -> VideoPrediction:
+        return self.raw if self.raw is not None else self.prediction
 
     @property
     def predicted(self) -> float:
@@ -68,6 +83,8 @@ class ScoringModel:
     mirror: bool  # the card's inference.mirror_average
     clip_batch: int  # the archive handler's clip_batch
     source: str  # "archive" (a .mar, as served) or "run" (a run dir / checkpoint, as `trainer export` would pack)
+    normalisation: InputNormalisation | None = None  # the card's inference.input_normalisation
+    calibration: Calibration | None = None  # the card's inference.calibration (a run: its calibration.json)
 
 
 def scoring_model(model: str | Path, device: Any = "cpu") -> ScoringModel:
@@ -84,11 +101,13 @@ def scoring_model(model: str | Path, device: Any = "cpu") -> ScoringModel:
         # the engine the service would run it on (djldml.runtime), so the scores equal the service's
         return ScoringModel(archive.load_for_inference(device), archive.card.preprocessing,
                             mirror_average(archive.card.inference),
-                            int(archive.handler_knobs.get("clip_batch", CLIP_BATCH)), "archive")
+                            int(archive.handler_knobs.get("clip_batch", CLIP_BATCH)), "archive",
+                            input_normalisation(archive.card.inference), calibration_of(archive.card.inference))
     cfg = read_run_config(path) if path.is_dir() else None
     training = asdict(cfg) if cfg is not None else (read_model_file(path)[1].get("config") or {})
     return ScoringModel(load_model(path, device), training_preprocessing(training),
-                        mirror_average(training_inference(training)), CLIP_BATCH, "run")
+                        mirror_average(training_inference(training)), CLIP_BATCH, "run",
+                        training_normalisation(training), run_calibration(path))
 
 
 def predict_videos(model: ScoringModel, videos: list, progress: bool = True) -> tuple[list[VideoResult], Counter]:
@@ -98,24 +117,34 @@ def predict_videos(model: ScoringModel, videos: list, progress: bool = True) -> 
     model.net.eval()
     results, refused = [], Counter()
 
+    seen: list[np.ndarray] = []  # this video's clip distributions, for the uncalibrated prediction beside it
+
     def distributions(clips: np.ndarray) -> np.ndarray:
-        return clip_distributions(model.net, clips, batch_size=model.clip_batch, mirror=model.mirror)
+        d = clip_distributions(model.net, clips, batch_size=model.clip_batch, mirror=model.mirror,
+                               normalisation=model.normalisation)
+        seen.append(d)
+        return d
 
     for video in tqdm(videos, desc="scoring videos", unit="video", disable=not progress, leave=False):
+        seen.clear()
         try:
-            clips, prediction = score_video(video.path, model.preprocessing, distributions)
+            clips, prediction = score_video(video.path, model.preprocessing, distributions,
+                                            calibration=model.calibration)
         except DJLDMLError as exc:
             refused[exc.code] += 1
             continue
-        results.append(VideoResult(video.video_id, video.subject, float(video.bdi), prediction, len(clips)))
+        raw = predict_video(np.concatenate(seen), clips.start_times) if model.calibration is not None else None
+        results.append(VideoResult(video.video_id, video.subject, float(video.bdi), prediction, len(clips), raw))
     model.net.train(was_training)
     return results, refused
 
 
 def predict_split(net: DJLDMLNet, store: ClipStore, videos: list, clips_per_video: int, clip_length: int = 16,
                   stride: int = 1, batch_size: int = 16, amp: bool = False, progress: bool = True,
-                  mirror: bool = False) -> list[VideoResult]:
-    """One :class:`VideoResult` per video that has at least one complete clip (others are skipped, with a warning)."""
+                  mirror: bool = False, normalisation: InputNormalisation | None = None,
+                  calibration: Calibration | None = None) -> list[VideoResult]:
+    """One :class:`VideoResult` per video that has at least one complete clip (others are skipped, with a warning).
+    ``normalisation`` and ``calibration``: the run's (trainer/normalisation.py, trainer/calibrate.py)."""
     was_training = net.training
     net.eval()
     results, skipped = [], 0
@@ -125,11 +154,14 @@ def predict_split(net: DJLDMLNet, store: ClipStore, videos: list, clips_per_vide
             skipped += 1
             continue
         clips = np.stack([store.read_clip(video.video_id, int(s), clip_length, stride) for s in starts])
-        dists = clip_distributions(net, clips, batch_size=batch_size, amp=amp, mirror=mirror)
+        dists = clip_distributions(net, clips, batch_size=batch_size, amp=amp, mirror=mirror,
+                                   normalisation=normalisation)
         fps = getattr(video, "fps", 0.0) or 0.0
         times = np.asarray(starts, np.float64) / fps if fps > 0 else None
-        results.append(VideoResult(video.video_id, getattr(video, "subject", None), float(video.bdi),
-                                   predict_video(dists, times), len(starts)))
+        raw = predict_video(dists, times)
+        served = predict_video(dists, times, calibration=calibration) if calibration is not None else raw
+        results.append(VideoResult(video.video_id, getattr(video, "subject", None), float(video.bdi), served,
+                                   len(starts), raw if calibration is not None else None))
     net.train(was_training)
     if skipped:
         warnings.warn(f"{skipped} video(s) without a complete clip were not evaluated", stacklevel=2)
@@ -141,7 +173,7 @@ def point_metrics(true, predicted) -> dict[str, Any]:
     t, p = np.asarray(true, np.float64), np.asarray(predicted, np.float64)
     err = p - t
     r = None
-    if len(t) > 1 and t.std() > 0 and p.std() > 0:
+    if len(t) > 1 and np.ptp(t) > 0 and np.ptp(p) > 0:  # ptp, not std: a constant float array can have std 1e-15
         r = float(np.corrcoef(t, p)[0, 1])
     return {"mae": float(np.abs(err).mean()) if len(t) else math.nan,
             "rmse": float(np.sqrt((err**2).mean())) if len(t) else math.nan, "pearson_r": r, "n": int(len(t))}
@@ -196,7 +228,8 @@ def write_predictions(results: list[VideoResult], split: str, path: Path) -> Non
 def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None = None, split: str = "test",
              out_dir: str | Path | None = None, clips_per_video: int | None = None, batch_size: int | None = None,
              n_bootstrap: int = 1000, seed: int = 0, device: str = "auto", amp: bool = False, plots: bool = True,
-             progress: bool = True, videos: str | Path | None = None) -> dict[str, Any]:
+             progress: bool = True, videos: str | Path | None = None,
+             calibration: str | Path | Calibration | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``split``; write predictions.csv, metrics.json and plots; return the metrics.
 
     ``videos``: a dataset source (CSV manifest or AVEC root, as for ``trainer prepare``) whose raw videos are
@@ -204,6 +237,8 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
     checkpoint. Otherwise the store path: ``data`` is a prepared-dataset root or an object with its interface
     (default: the run's), ``model`` also may be a model file or a network. ``amp``: float16 autocast on CUDA
     (store path only) — use it only if the served model runs so too (``trainer export --amp``).
+    ``calibration``: a calibration (or its JSON file, ``trainer calibrate``) to apply instead of the model's own
+    — e.g. one just fitted for a model whose card has none; the uncalibrated figures are reported beside it.
     """
     from . import plots as plotting
     from .config import TrainConfig, read_run_config
@@ -219,6 +254,8 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
         if isinstance(model, DJLDMLNet):
             raise ValueError("scoring raw videos needs a .mar, a run directory or a checkpoint, not a bare network")
         scorer = scoring_model(model, resolve_device(device))
+        if calibration is not None:
+            scorer.calibration = read_calibration(calibration)
         _, source = discover(videos)
         chosen = [v for v in source if v.split == split]
         train_labels = np.array([v.bdi for v in source if v.split == "train"], np.float64)
@@ -229,6 +266,7 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
         results, refused = predict_videos(scorer, chosen, progress)
         selection = scorer.preprocessing.get("selection") or {}
         k = selection.get("max_clips")
+        cal = scorer.calibration
         path_info = {"name": "service", "model_from": scorer.source, "mirror_average": scorer.mirror,
                      "fps": (scorer.preprocessing.get("face_config") or {}).get("fps"), "selection": selection,
                      "refused": dict(refused)}
@@ -248,8 +286,11 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
         chosen = store.split(split)
         if not chosen:
             raise ValueError(f"the dataset has no {split!r} videos")
+        cal = read_calibration(calibration) if calibration is not None else (
+            run_calibration(run_dir) if run_dir else None)
         results = predict_split(net, store, chosen, k, cfg.clip_length, cfg.clip_stride,
-                                batch_size or cfg.eval_batch_size, amp, progress, cfg.test_time_mirror)
+                                batch_size or cfg.eval_batch_size, amp, progress, cfg.test_time_mirror,
+                                training_normalisation(cfg.to_dict()), cal)
         train_labels = np.array([v.bdi for v in store.split("train")], np.float64)
         path_info = {"name": "store", "mirror_average": cfg.test_time_mirror,
                      "note": "clips evenly spaced in the prepared face store: for model selection; "
@@ -279,6 +320,8 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
         "baselines": {name: {"value": value, **point_metrics(true, preds[name]), **intervals[name]}
                       for name, value in baseline_values.items()},
         "bootstrap": {"resamples": n_bootstrap, "seed": seed, "unit": "video"},
+        "uncertainty": uncertainty_report(results, cal),
+        "screening": screening_metrics(true, preds),
         "warnings": notes,
     }
     for note in notes:
@@ -287,6 +330,7 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
     if plots:
         curves = run_dir / "metrics.jsonl" if run_dir and (run_dir / "metrics.jsonl").is_file() else None
         metrics["plots"] = plotting.write_all(true, preds["model"], baseline_values, out, curves)
+        metrics["plots"].append(plotting.reliability(metrics["uncertainty"], out / "reliability.png"))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     metrics["out_dir"] = str(out)
     return metrics
@@ -309,6 +353,40 @@ def format_report(metrics: dict[str, Any]) -> str:
     diff = metrics["model"].get("mae_minus_train_mean_ci95")
     if diff:
         lines.append(f"model MAE − train-mean MAE: 95% CI [{diff[0]:.2f}, {diff[1]:.2f}]")
+    lines += uncertainty_lines(metrics.get("uncertainty"))
+    lines += screening_lines(metrics.get("screening"))
     lines += [f"warning: {w}" for w in metrics["warnings"]]
     return "\n".join(lines)
+
+
+def uncertainty_lines(u: dict[str, Any] | None) -> list[str]:
+    if not u:
+        return []
+    cal = u.get("calibration")
+    what = "no calibration"
+    if cal:
+        key, sign = {"temperature": ("temperature", "T="), "gaussian": ("sigma", "σ="),
+                     "conformal": ("half_width", "±")}[cal["method"]]
+        value = sign + ("∞" if cal.get(key) is None else f"{cal[key]:.3g}")
+        what = f"calibration: {cal['method']} {value} (fitted on {cal['fitted_on'].get('split', '?')})"
+    lines = [f"{int(u['before']['interval_mass'] * 100)}% interval ({what}):"]
+    for when in ("before", "after"):
+        if when in u:
+            m = u[when]
+            lines.append(f"  {when:7}coverage {m['coverage']:.1%} ({m['covered']}/{m['n']}, 95% CI "
+                         f"[{m['coverage_ci95'][0]:.0%}, {m['coverage_ci95'][1]:.0%}]), mean width "
+                         f"{m['mean_width']:.1f} points, Brier {m['brier']:.3f}, NLL {m['nll']:.2f}")
+    return lines
+
+
+def screening_lines(s: dict[str, Any] | None) -> list[str]:
+    if not s:
+        return []
+    lines = [f"{'':26}{'sens':>6} {'spec':>6} {'AUC':>6}"]
+    for per in s.values():
+        for who, m in per.items():
+            cells = " ".join(f"{'—':>6}" if m[k] is None else f"{m[k]:6.2f}"
+                             for k in ("sensitivity", "specificity", "roc_auc"))
+            lines.append(f"BDI ≥ {m['cutoff']:<3}{who:17}{cells}   ({m['n_positive']}+ / {m['n_negative']}−)")
+    return lines
 

@@ -130,9 +130,21 @@ def training_preprocessing(training: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def training_inference(training: dict[str, Any]) -> dict[str, Any]:
-    """The card's ``inference`` section: how the evaluation computed clip distributions beyond the network."""
-    return {"mirror_average": bool(training.get("test_time_mirror", False))}
+def training_inference(training: dict[str, Any], run: str | Path | None = None) -> dict[str, Any]:
+    """The card's ``inference`` section: how the evaluation computed clip distributions beyond the network —
+    mirror averaging, the input normalisation when not the default (trainer/normalisation.py) — and the
+    calibration of ``run``'s ``calibration.json`` when there is one (trainer/calibrate.py)."""
+    from .calibration_file import run_calibration
+    from .normalisation import training_normalisation
+
+    section: dict[str, Any] = {"mirror_average": bool(training.get("test_time_mirror", False))}
+    normalisation = training_normalisation(training)
+    if normalisation is not None:
+        section["input_normalisation"] = normalisation.to_dict()
+    calibration = run_calibration(run) if run is not None else None
+    if calibration is not None:
+        section["calibration"] = calibration.to_dict()
+    return section
 
 
 def _archiver() -> list[str]:
@@ -167,7 +179,7 @@ def export_model(model_file_or_best_ckpt: str | Path, out_mar: str | Path, name:
     if not fields.get("preprocessing"):
         fields["preprocessing"] = training_preprocessing(fields.get("training") or {})
     if not fields.get("inference"):
-        fields["inference"] = training_inference(fields.get("training") or {})
+        fields["inference"] = training_inference(fields.get("training") or {}, model_file_or_best_ckpt)
     fields.update(name=name, version=str(version), net_config=model["net_config"])
     fields.setdefault("synthetic_demo", False)
     fields.pop("created", None)  # stamped now

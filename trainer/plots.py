@@ -1,4 +1,5 @@
-"""Evaluation plots as PNG files (matplotlib, no display): predicted vs true, error histogram, learning curves."""
+"""Evaluation plots as PNG files (matplotlib, no display): predicted vs true, error histogram, learning curves,
+reliability of the band probabilities."""
 
 from __future__ import annotations
 
@@ -62,6 +63,25 @@ def learning_curves(metrics_jsonl: Path, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def reliability(uncertainty: dict, path: Path) -> str:
+    """Reliability diagram of the severity-band probabilities (trainer/uncertainty.py ``reliability_bins``),
+    uncalibrated and calibrated when both are there; returns the file name."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot((0, 1), (0, 1), color="grey", lw=1, label="perfectly calibrated")
+    for when, style in (("before", "o--"), ("after", "s-")):
+        if when in uncertainty:
+            bins = uncertainty[when]["reliability"]
+            ax.plot([b["mean_predicted"] for b in bins], [b["observed"] for b in bins], style, ms=4,
+                    label=f"{when} (Brier {uncertainty[when]['brier']:.3f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted band probability", ylabel="observed frequency",
+           title="Reliability of the band probabilities")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
 
 
 def write_all(true, predicted, baselines: dict[str, float], out_dir: Path, metrics_jsonl: Path | None) -> list[str]:

@@ -42,6 +42,7 @@ from djldml.network import DJLDMLNet, build_network, count_parameters, load_pret
 from .config import TrainConfig, save_config
 from .data import Augmentation, ClipDataset, ClipStore, EpochClipSampler
 from .evaluate import point_metrics, predict_split
+from .normalisation import resolve_input_normalisation, training_normalisation
 from .store import open_store
 
 
@@ -143,10 +144,13 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:  # noqa: 
     net = build_network(cfg.preset, head=head_for(cfg.objective))
     if cfg.head_prior:
         init_head_prior(net, [v.bdi for v in train_videos])
-    if cfg.pretrained:
-        loaded = load_pretrained_backbone(net, cfg.pretrained)
-        if master:
-            print(f"pretrained backbone: {len(loaded)} tensors loaded")
+    report = load_pretrained_backbone(net, cfg.pretrained) if cfg.pretrained else None
+    if master and report is not None:
+        print(report.summary())
+    cfg = resolve_input_normalisation(cfg, report)  # "auto" → what the weights expect; the card records it
+    normalisation = training_normalisation(cfg.to_dict())
+    if master:
+        save_config(cfg, run_dir / "config.json")
     net.to(device)
     objective = JointObjective(cfg.objective, cfg.sigma, cfg.l1_weight, cfg.dml_weight, cfg.n_bins,
                                cfg.hard_pairs, cfg.regression_loss)
@@ -196,7 +200,7 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:  # noqa: 
             lr = lr_at(cfg, epoch * steps_per_epoch + n_steps, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            x, y = to_tensor(batch_clips, device), scores.to(device, non_blocking=True)
+            x, y = to_tensor(batch_clips, device, normalisation), scores.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 out = model(x)
             loss = objective(out, y)  # losses compute in float32 whatever autocast did
@@ -222,7 +226,8 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:  # noqa: 
                       **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()},
                       "train_clips_per_s": n_steps * cfg.batch_size * world_size / train_seconds}
             results = predict_split(net, store, dev_videos, cfg.dev_clips_per_video, cfg.clip_length,
-                                    cfg.clip_stride, cfg.eval_batch_size, use_amp, cfg.progress)
+                                    cfg.clip_stride, cfg.eval_batch_size, use_amp, cfg.progress,
+                                    normalisation=normalisation)
             dev: dict = point_metrics([r.true for r in results], [r.predicted for r in results]) if results else {}
             record.update({f"dev_{k}": v for k, v in dev.items()})
             score = dev["mae"] if dev else record["train_total"]

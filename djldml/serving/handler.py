@@ -27,7 +27,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from djldml.clips import clips_from_bytes, validate_model_clips
+from djldml.clips import InputNormalisation, clips_from_bytes, input_normalisation, validate_model_clips
 from djldml.device import torchserve_device
 from djldml.errors import DJLDMLError, ModelError
 from djldml.inference import DEFAULT_BATCH, clip_distributions, mirror_average
@@ -78,13 +78,15 @@ def preprocess(requests: list) -> list[Parsed]:
 
 
 def inference(net: ClipNetwork, parsed: list[Parsed], batch_size: int = DEFAULT_BATCH, amp: bool = False,
-              mirror: bool = False) -> list:
+              mirror: bool = False, normalisation: InputNormalisation | None = None) -> list:
     """One network run over all good requests' clips, split back per request (errors pass through);
-    ``mirror``: the model card's mirror averaging (djldml.inference.clip_distributions)."""
+    ``mirror``: the model card's mirror averaging, ``normalisation``: its input normalisation
+    (djldml.inference.clip_distributions)."""
     good = [p for p in parsed if isinstance(p, np.ndarray)]
     if not good:
         return list(parsed)
-    dists = clip_distributions(net, np.concatenate(good), batch_size=batch_size, amp=amp, mirror=mirror)
+    dists = clip_distributions(net, np.concatenate(good), batch_size=batch_size, amp=amp, mirror=mirror,
+                               normalisation=normalisation)
     out: list = []
     start = 0
     for p in parsed:
@@ -119,6 +121,7 @@ class DJLDMLHandler:
         self.batch_size = DEFAULT_BATCH
         self.amp = False
         self.mirror = False
+        self.normalisation: InputNormalisation | None = None
 
     def initialize(self, context) -> None:
         props = context.system_properties
@@ -133,6 +136,7 @@ class DJLDMLHandler:
             with open(card_path, encoding="utf-8") as f:
                 self.card = json.load(f)
         self.mirror = mirror_average(self.card.get("inference"))
+        self.normalisation = input_normalisation(self.card.get("inference"))
         log.info("djldml model loaded on %s (runtime %s, amp=%s, clip batch %d, mirror averaging %s)", device,
                  runtime_name(self.net), self.amp, self.batch_size, self.mirror)
 
@@ -141,7 +145,7 @@ class DJLDMLHandler:
             return [json.dumps(self.card)]
         if self.net is None:
             raise RuntimeError("handle() before initialize()")
-        results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror)
+        results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror, self.normalisation)
         out = []
         for idx, (status, body) in enumerate(postprocess(results)):
             if status != 200:

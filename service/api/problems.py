@@ -55,6 +55,7 @@ PROBLEMS: dict[str, ProblemType] = {
     # The service
     "queue_unavailable": ProblemType(503, "The job queue is unavailable; retry later"),
     "backend_unavailable": ProblemType(503, "The inference backend is unavailable; retry later"),
+    "upload_store_unavailable": ProblemType(503, "The upload store (object store) is unavailable; retry later"),
     "not_ready": ProblemType(503, "The service is not ready"),
     "worker_lost": ProblemType(500, "The worker processing this job died repeatedly"),
     "job_timeout": ProblemType(500, "The job took longer than the service's time limit"),
@@ -62,7 +63,8 @@ PROBLEMS: dict[str, ProblemType] = {
     "internal_error": ProblemType(500, "Internal error"),
 }
 
-RETRYABLE = {"queue_unavailable", "backend_unavailable", "not_ready", "too_many_jobs", "idempotency_key_in_use"}
+RETRYABLE = {"queue_unavailable", "backend_unavailable", "upload_store_unavailable", "not_ready", "too_many_jobs",
+             "idempotency_key_in_use"}
 
 
 class Problem(Exception):

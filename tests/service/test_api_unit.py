@@ -4,6 +4,7 @@ in test_api.py."""
 
 import time
 
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
@@ -12,7 +13,7 @@ from service import processing, wiring
 from service.backends.base import ModelInfo
 from service.settings import Settings
 from tests.media import carphone_path
-from tests.service.fakes import FakeBackend, fake_clips
+from tests.service.fakes import FakeBackend, clip_centre, fake_clips
 
 KEY = "unit-key"
 
@@ -267,3 +268,40 @@ def test_open_api_is_refused_off_loopback_unless_explicitly_allowed():
     assert open_api_refusal(Settings(api_keys=[]), "::1") is None
     assert open_api_refusal(Settings(api_keys=["k"]), "0.0.0.0") is None
     assert open_api_refusal(Settings(api_keys=[], allow_open_api=True), "0.0.0.0") is None
+
+
+def test_models_shows_the_cards_inference_and_results_follow_its_calibration(make_client):
+    """GET /models shows the card's inference record (input normalisation, calibration); every result is made
+    with that calibration, and a card without them (an old card) is served uncalibrated, exactly as before."""
+    from djldml import labels
+    from djldml.calibration import Calibration
+    from djldml.clips import SPORTS1M_C3D
+    from djldml.prediction import predict_video
+
+    calibration = Calibration("gaussian", sigma=5.0, fitted_on={"split": "dev", "n_videos": 9})
+
+    class CalibratedBackend(FakeBackend):
+        def model_info(self) -> ModelInfo:
+            info = super().model_info()
+            info.extra["inference"] = {"mirror_average": True, "calibration": calibration.to_dict(),
+                                       "input_normalisation": SPORTS1M_C3D.to_dict()}
+            return info
+
+    backend = CalibratedBackend()
+    c = make_client(backend)
+    model = c.get("/models").json()["models"][0]
+    assert model["inference"] == {"mirror_average": True, "calibration": calibration.to_dict(),
+                                  "input_normalisation": SPORTS1M_C3D.to_dict()}
+    r = c.post("/predict", files={"video": ("v.mp4", video_bytes(), "video/mp4")})
+    assert r.status_code == 200, r.text
+    clips = np.stack([labels.label_distribution(clip_centre(x)) for x in fake_clips(3).clips])
+    want = predict_video(clips, calibration=calibration)
+    got = r.json()
+    assert got["std"] == pytest.approx(want.std) and got["std"] == pytest.approx(5.0, abs=0.1)
+    assert (got["interval"]["low"], got["interval"]["high"]) == want.interval
+
+    old = make_client(FakeBackend())
+    assert old.get("/models").json()["models"][0]["inference"] == {"mirror_average": False, "calibration": None,
+                                                                   "input_normalisation": None}
+    r = old.post("/predict", files={"video": ("v.mp4", video_bytes(), "video/mp4")})
+    assert r.json()["std"] == pytest.approx(predict_video(clips).std)

@@ -1,8 +1,11 @@
 """The in-memory job store: lifecycle, terminal states are final, per-owner counts, TTL, events."""
 
+import json
 import time
 
-from service.jobs import DONE, FAILED, INFERRING, Job, MemoryJobStore
+import pytest
+
+from service.jobs import DONE, FAILED, INFERRING, QUEUED, Job, JobState, MemoryJobStore
 from tests.service.fakes import all_at_once
 
 
@@ -50,3 +53,19 @@ def test_simultaneous_reservations_take_exactly_the_limit():
     s = MemoryJobStore(ttl_s=100)
     results = all_at_once(16, lambda i: s.reserve("o", f"j{i}", 4))
     assert sorted(results) == [False] * 12 + [True] * 4
+
+
+def test_the_job_record_is_checked_both_ways():
+    """pydantic: an update of a field that does not exist, or of the wrong type, is refused and changes nothing;
+    the JSON round trip keeps every field (status as its plain string)."""
+    s = MemoryJobStore(ttl_s=60)
+    s.create(Job(id="a", owner="o"))
+    with pytest.raises(ValueError, match="no such job field"):
+        s.update("a", stauts=DONE)
+    with pytest.raises(ValueError):
+        s.update("a", progress="half", status=DONE)
+    assert s.get("a").status == QUEUED and s.get("a").progress == 0.0
+    job = s.update("a", status="inferring", progress=0.5, result=None)
+    assert job.status is JobState.inferring and isinstance(job.progress, float)
+    doc = json.loads(job.to_json())
+    assert doc["status"] == "inferring" and Job.from_json(job.to_json()) == job

@@ -193,3 +193,28 @@ def test_packed_sources_run_on_python_3_9(model_dir):
     done = subprocess.run([str(Path(sys.executable).parent / "vermin"), "--no-tips", "-t=3.9-", "--violations",
                            *map(str, files)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_the_cards_input_normalisation_is_applied(model_dir, tmp_path):
+    """A card recording inference.input_normalisation (Sports-1M C3D: RGB 0–255) makes the handler feed the network
+    that, and nothing else changes; the card without it (the fixture's) keeps the default [-1, 1]."""
+    import shutil
+
+    from djldml.clips import SPORTS1M_C3D
+
+    d = tmp_path / "normalised"
+    shutil.copytree(model_dir, d)
+    card = json.loads((d / "model_card.json").read_text())
+    assert "input_normalisation" not in card["inference"]
+    card["inference"]["input_normalisation"] = SPORTS1M_C3D.to_dict()
+    (d / "model_card.json").write_text(json.dumps(card))
+    s = handler.DJLDMLHandler()
+    s.initialize(FakeContext(d))
+    assert s.normalisation == SPORTS1M_C3D
+    clips = random_clips(2, seed=5)
+    (out,) = s.handle([{"body": clips_to_bytes(clips)}], FakeContext(d))
+    got = np.array(json.loads(out)["distributions"])
+    mirror = bool(card["inference"].get("mirror_average"))
+    np.testing.assert_allclose(got, clip_distributions(s.net, clips, mirror=mirror, normalisation=SPORTS1M_C3D),
+                               atol=1e-6)
+    assert np.abs(got - clip_distributions(s.net, clips, mirror=mirror)).max() > 1e-4

@@ -49,7 +49,12 @@ def test_synth_prepare_train_evaluate_export(tmp_path):
     assert card["preprocessing"]["face_config"]["fps"] == served.fps == SYNTH.fps
     selection = {"method": SELECTION_METHOD, "max_clips": TRAIN["eval_clips_per_video"]}
     assert card["preprocessing"]["selection"] == selection
-    assert card["inference"] == {"mirror_average": True}
+    assert card["inference"]["mirror_average"] is True
+    # the calibration fitted on the development subjects (trainer calibrate), which the service applies
+    calibration = card["inference"]["calibration"]
+    assert calibration["method"] == "gaussian" and calibration["fitted_on"]["split"] == "dev"
+    assert calibration["fitted_on"]["n_videos"] == 6 and calibration["sigma"] > 0
+    assert "after" in card["metrics"]["test_synthetic"]["uncertainty"]
     # the demo's figure is the service's: held-out raw videos scored through the service's path
     assert metrics["path"]["name"] == "service" and metrics["path"]["model_from"] == "run"
     assert metrics["path"]["mirror_average"] is True and metrics["path"]["refused"] == {}

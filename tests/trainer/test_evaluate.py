@@ -84,7 +84,12 @@ def test_evaluate_uses_the_service_prediction_path(model_path, tmp_path):
     assert metrics["baselines"]["train_median"]["mae"] == pytest.approx(
         mean_absolute_error(true, np.full(4, np.median(train))))
     assert json.loads((tmp_path / "metrics.json").read_text())["model"] == metrics["model"]
-    assert metrics["plots"] == ["predicted_vs_true.png", "error_histogram.png"]  # no run dir: no learning curves
+    # no run dir: no learning curves; the reliability of the band probabilities always
+    assert metrics["plots"] == ["predicted_vs_true.png", "error_histogram.png", "reliability.png"]
+    u = metrics["uncertainty"]
+    assert "after" not in u and u["before"]["n"] == 4 and u["before"]["interval_mass"] == 0.9  # uncalibrated
+    assert set(metrics["screening"]) == {"at_least_mild", "at_least_moderate"}
+    assert set(metrics["screening"]["at_least_moderate"]) == {"model", "train_mean", "train_median"}
     for name in metrics["plots"]:
         assert (tmp_path / name).read_bytes()[:8] == PNG
     report = format_report(metrics)
