@@ -3,8 +3,10 @@
 - On a CUDA device: PyTorch, as before (float32, or float16 autocast with the archive's ``amp``).
 - On the CPU: OpenVINO when the ``openvino`` package is importable, else PyTorch. Measured on 2 cores (docs/deploy.md,
   ``python -m bench backends``) OpenVINO in float32 ran c3d-tiny and c3d-small 2.9–4.8× faster than eager PyTorch
-  (the paper-size c3d only 0.9–1.4×); ONNX Runtime and ``torch.compile`` were slower than OpenVINO (and
-  ``torch.compile`` needs a C++ compiler and ~35 s per compile).
+  (the paper-size c3d only 0.9–1.4×: its 3D convolutions, ≈77 GFLOP a clip, run near the cores' float32 peak in
+  both engines); ONNX Runtime and ``torch.compile`` were slower than OpenVINO (and ``torch.compile`` needs a C++
+  compiler and ~35 s per compile). OpenVINO runs two streams, each batch split across them
+  (``python -m bench.bench_openvino_configs``).
 - ``DJLDML_RUNTIME=torch`` forces PyTorch everywhere (``openvino`` forces OpenVINO and fails without it; ``auto``,
   the default, is the rule above). The in-process backend reads it through ``service.settings``; the TorchServe
   handler reads the environment its worker inherits.
@@ -16,9 +18,9 @@ processor with AVX512-BF16 or AMX is bfloat16, which moved peaked distributions 
 
 Where the OpenVINO model comes from: ``trainer export`` writes the network as OpenVINO IR (``openvino/model.xml``
 and ``.bin``, float32, tagged with the sha256 of ``model.pt``) beside the state dict in the .mar, so loading is a
-read and a compile (0.2 s for c3d-small, 12.6 s for c3d on the loaded 2 cores). An archive without it, or whose
-IR belongs to other weights, is converted from the state dict at load time (a trace — one forward pass — and
-``openvino.convert_model``: 1.3–1.9 s for c3d-tiny there).
+read (model.bin memory-mapped) and a compile (c3d: 0.06–0.12 s, after 0.7–1.1 s for its model.pt). An archive
+without it, or whose IR belongs to other weights, is converted from the state dict at load time (a trace — one
+forward pass — and ``openvino.convert_model``: 1.3–1.9 s for c3d-tiny there).
 
 What the engines share: the same ``to_tensor`` (uint8 clips → float32 ``[N, 3, T, H, W]``), the same clip batches
 and mirror averaging (:func:`djldml.inference.clip_distributions`) and the same head → distribution rule
