@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first and exactly: the CPU wheel on disk (see pyproject.toml)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# `trainer synth-identities` reads seven of its ten faces from insightface's sample images; only the image
+	# files are used (never imported), so without its dependencies: they would add opencv-python beside -headless
+	$(BIN)/pip install --quiet --no-deps insightface==2.1
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -54,8 +57,13 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# The SYNTHETIC multi-identity benchmark, 4 objectives x 3 seeds (docs/training.md; ~45 min on 2 busy cores)
 ablation: $(STAMP)
-	$(BIN)/python -m trainer ablation --config trainer/configs/synthetic.toml
+	$(BIN)/python -m trainer synth-identities --out runs/identities/synthetic --no-progress
+	$(BIN)/python -m trainer prepare --source runs/identities/synthetic/manifest.csv --out runs/identities/prepared \
+		--fps 25 --workers 2 --no-progress
+	$(BIN)/python -m trainer ablation --config trainer/configs/identities.toml --seeds 3 \
+		--ablation-out runs/identities/ablation
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -306,9 +306,11 @@ def load(store: Path, name: str, work: Path, video_path: Path, args) -> None:
             stack = LocalStack(store, name, workdir=work / f"load-{mode}-{conc}", broker=mode != "embedded",
                                torchserve=mode == "stack", concurrency=conc, extra_env=env)
             with stack:
-                warm = one_job(stack.url, video, time.perf_counter())  # model load, first TorchServe batch
-                if warm[2] != "done":
-                    print(f"  {mode} ×{conc}: warm-up job {warm[2]}", flush=True)
+                # model load, first TorchServe batch; one job per slot, so that each Celery pool process has
+                # loaded its own model before the timed runs (one warm-up left the second one's load in N = 1)
+                warm = load_run(stack.url, video, conc)
+                if warm["failed"]:
+                    print(f"  {mode} ×{conc}: warm-up jobs {warm['failed']}", flush=True)
                 for n in args.load_n:
                     res = load_run(stack.url, video, n)
                     table.append((mode, conc, res))

@@ -92,6 +92,14 @@ def input_normalisation(card_inference: dict[str, Any] | None) -> InputNormalisa
     record = (card_inference or {}).get("input_normalisation")
     return None if record is None else InputNormalisation.from_dict(record)
 
+# Input dynamics (issue 10; docs/method.md "Input dynamics"): what of a clip the network sees, a model option the
+# model card records (``inference.input_dynamics``) and every caller passes to ``to_tensor``.
+#   "none"          the frames themselves (the paper's input);
+#   "mean_removed"  each pixel minus its mean over the clip's T frames: what stays still (the face's identity,
+#                   skin, lighting, background) is removed, what moves remains;
+#   "temporal_diff" frame t minus frame t−1 (frame 0: zeros): only change between neighbouring frames.
+INPUT_DYNAMICS = ("none", "mean_removed", "temporal_diff")
+
 
 @dataclass(frozen=True)
 class ClipMeta:
@@ -158,12 +166,15 @@ def validate_model_clips(clips: np.ndarray) -> None:
 
 
 def to_tensor(clips: np.ndarray | torch.Tensor, device: torch.device | str | None = None,
-              normalisation: InputNormalisation | None = None) -> torch.Tensor:
-    """uint8 ``[N, T, H, W, 3]`` (RGB) → float32 ``[N, 3, T, H, W]`` on ``device``.
+              normalisation: InputNormalisation | None = None, dynamics: str = "none") -> torch.Tensor:
+    """uint8 ``[N, T, H, W, 3]`` (RGB) → float32 ``[N, 3, T, H, W]`` on ``device``: the pixel normalisation,
+    then the model's ``dynamics`` (:data:`INPUT_DYNAMICS`, from its card; :func:`separate_dynamics`), two
+    separate steps.
 
     ``normalisation``: the model card's (:func:`input_normalisation`); None gives the default [-1, 1]
     (v / 127.5 − 1), what every card without the record was trained with. The uint8 → device copy happens
-    before the float conversion, so a GPU receives 4× fewer bytes. ModelError on a wrong dtype or shape.
+    before the float conversion, so a GPU receives 4× fewer bytes. ModelError on a wrong dtype or shape, or
+    an unknown ``dynamics``.
     """
     import torch
 
@@ -174,9 +185,8 @@ def to_tensor(clips: np.ndarray | torch.Tensor, device: torch.device | str | Non
         raise ModelError(f"clips must be uint8 [N, T, H, W, 3], got {clips.dtype} {tuple(clips.shape)}")
     x = clips.to(device, non_blocking=True) if device is not None else clips
     x = x.permute(0, 4, 1, 2, 3).float()
-    if normalisation is None:
-        return x.div_(PIXEL_SCALE).sub_(PIXEL_OFFSET).contiguous()
-    return _normalise(x, normalisation).contiguous()
+    x = x.div_(PIXEL_SCALE).sub_(PIXEL_OFFSET) if normalisation is None else _normalise(x, normalisation)
+    return separate_dynamics(x, dynamics).contiguous()
 
 
 def _normalise(x: torch.Tensor, n: InputNormalisation) -> torch.Tensor:
@@ -192,6 +202,25 @@ def _normalise(x: torch.Tensor, n: InputNormalisation) -> torch.Tensor:
     mean = torch.tensor(n.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1, 1)
     std = torch.tensor(n.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1, 1)
     return x.sub_(mean).div_(std)
+
+
+def separate_dynamics(x: torch.Tensor, dynamics: str) -> torch.Tensor:
+    """float ``[N, C, T, H, W]`` → the same shape with the static part removed per :data:`INPUT_DYNAMICS`.
+
+    ``mean_removed``: x − mean over T (per clip, channel and pixel); ``temporal_diff``: x[t] − x[t−1], zeros at
+    t = 0 (T is kept, so the network's layout does not change). Both are linear in the pixels, so they commute
+    with a mirror flip and with any per-channel affine normalisation. Raises ModelError on an unknown mode.
+    """
+    import torch
+
+    if dynamics == "none":
+        return x
+    if dynamics == "mean_removed":
+        return x - x.mean(dim=2, keepdim=True)
+    if dynamics == "temporal_diff":
+        d = x.diff(dim=2)
+        return torch.cat([d.new_zeros(d[:, :, :1].shape), d], dim=2)
+    raise ModelError(f"unknown input dynamics {dynamics!r}; one of {INPUT_DYNAMICS}")
 
 
 def clips_to_bytes(clips: np.ndarray) -> bytes:

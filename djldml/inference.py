@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from . import labels
-from .clips import InputNormalisation, to_tensor
+from .clips import INPUT_DYNAMICS, InputNormalisation, to_tensor
+from .errors import ModelError
 from .runtime import ClipNetwork
 
 DEFAULT_BATCH = 16
@@ -21,6 +22,16 @@ def mirror_average(card_inference: dict | None) -> bool:
     return bool((card_inference or {}).get("mirror_average", False))
 
 
+def input_dynamics(card_inference: dict | None) -> str:
+    """A model card's ``inference.input_dynamics`` (djldml.clips.INPUT_DYNAMICS; absent: "none", the paper's
+    input, which every card written before the option had). ModelError on an unknown value: a model whose input
+    the service cannot reproduce must not serve."""
+    value = (card_inference or {}).get("input_dynamics", "none")
+    if value not in INPUT_DYNAMICS:
+        raise ModelError(f"model card: unknown input_dynamics {value!r}; one of {INPUT_DYNAMICS}")
+    return value
+
+
 @torch.inference_mode()
 def clip_distributions(
     net: ClipNetwork,
@@ -29,6 +40,7 @@ def clip_distributions(
     amp: bool = False,
     mirror: bool = False,
     normalisation: InputNormalisation | None = None,
+    dynamics: str = "none",
 ) -> np.ndarray:
     """Distributions for ``clips`` (uint8 ``[N, T, H, W, 3]``) as float64 ``[N, 64]``; ``net`` must be in eval mode:
     a DJLDMLNet or what djldml.runtime prepared from one (e.g. its OpenVINO model).
@@ -40,11 +52,12 @@ def clip_distributions(
     recording then scores like the original, up to the landmarks' own asymmetry (docs/method.md). Twice the
     compute.
     ``normalisation``: the card's input normalisation (djldml.clips.input_normalisation; None: the default).
+    ``dynamics``: the card's input dynamics (:func:`input_dynamics`), applied by ``to_tensor``.
     """
     device = net.device
     out = []
     for i in range(0, len(clips), batch_size):
-        x = to_tensor(clips[i : i + batch_size], device, normalisation)
+        x = to_tensor(clips[i : i + batch_size], device, normalisation, dynamics)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
             q = net.clip_distributions(x).float()
             if mirror:

@@ -15,7 +15,16 @@ the task returns nothing anyone waits for (``task_ignore_result``).
 
 from __future__ import annotations
 
-from celery import Celery
+import os
+
+# Before anything in the worker imports torch: libgomp reads its wait policy once, when it is loaded. Its default
+# lets an OpenMP thread spin after each parallel region; in a Celery pool process that spinning thread competed
+# with OpenVINO's inference threads for the cores (measured, one slot on the shared 2-core machine: the spinning
+# thread took 0.13 CPU-s per job and inference 1.38–1.66 s; passive: 0.02 CPU-s and 1.12–1.24 s, as embedded).
+# Only where it is not set already; the gateway imports this module only in full-stack mode (service.wiring).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from celery import Celery  # noqa: E402
 
 from .settings import get_settings
 

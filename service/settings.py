@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     embedded_workers: int = Field(
         2, gt=0, description="job threads in embedded mode; 2: one job's face clips overlap another's inference "
                              "(more videos/min on 2 cores: `python -m bench e2e`, docs/deploy.md)")
+    inference_threads: int | None = Field(
+        None, gt=0, description="PyTorch and OpenVINO threads of each Celery pool process; unset = the process's "
+                                "cores // --concurrency, at least 1 (service.worker_threads; docs/deploy.md, "
+                                "\"Throughput under load\")")
     retry_after_s: int = Field(5, gt=0, description="Retry-After of 503 answers")
 
     # Job-end notifications (service.callbacks)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from functools import lru_cache
 
 from celery.exceptions import Retry
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 
+from . import worker_threads
 from .callbacks import DeliveryFailed, post_once, retry_delay_s
 from .celery_app import RUN_JOB_TASK, celery_app
 from .jobs import FAILED, Job, StoreUnavailable
@@ -45,6 +47,28 @@ def _refuse_an_unsafe_upload_dir(**_) -> None:
     except UnsafeUploadDir as exc:
         log.critical("%s", exc)
         raise SystemExit(2) from None
+
+
+_pool_threads: int | None = None  # set in the parent at worker_init, inherited by each forked pool process
+
+
+@worker_init.connect
+def _share_the_cores_among_slots(sender=None, **_) -> None:
+    """Each of ``--concurrency`` pool processes gets cores // concurrency inference threads (or
+    DJLDML_INFERENCE_THREADS), applied after the fork by :func:`_set_inference_threads` (service.worker_threads)."""
+    global _pool_threads
+    concurrency = getattr(sender, "concurrency", None)
+    cores = worker_threads.available_cores()
+    _pool_threads = worker_threads.threads_per_process(
+        cores, concurrency if isinstance(concurrency, int) else cores, get_settings().inference_threads)
+
+
+@worker_process_init.connect
+def _set_inference_threads(**_) -> None:
+    """In each pool process, before its first job loads the model (OpenVINO compiles for torch's thread count)."""
+    if _pool_threads is not None:
+        log.info("pool process %d: %d inference threads, OMP_WAIT_POLICY=%s", os.getpid(),
+                 worker_threads.apply(_pool_threads), os.environ.get("OMP_WAIT_POLICY"))
 
 
 @celery_app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,

@@ -16,6 +16,8 @@ from pathlib import Path
 # command → (module, one-line help); the module provides add_arguments(parser) and main(args) -> int | None
 PLUGGED = {
     "synth": ("trainer.synth", "make a SYNTHETIC labelled video dataset (demo and tests only)"),
+    "synth-identities": ("trainer.synth_identities",
+                         "make the SYNTHETIC multi-identity benchmark (10 real faces, score in a movement amplitude)"),
     "prepare": ("trainer.prepare", "videos + labels → prepared face-clip dataset"),
     "demo": ("trainer.demo", "synth → prepare → train → export the SYNTHETIC demo model"),
     "export": ("trainer.export", "package a trained model as a TorchServe .mar"),
@@ -80,8 +82,10 @@ def _ablation(args: argparse.Namespace) -> int:
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown:
         raise SystemExit(f"unknown objective(s) {unknown}; choose from {OBJECTIVES}")
+    if args.seeds < 1:
+        raise SystemExit("--seeds must be ≥ 1")
     result = run_ablation(_config_from(args), objectives, split=args.split, out=args.ablation_out,
-                          n_bootstrap=args.bootstrap)
+                          n_bootstrap=args.bootstrap, seeds=args.seeds)
     print(result["table"])
     return 0
 
@@ -119,12 +123,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     p.add_argument("--no-progress", action="store_true")
     handlers["evaluate"] = _evaluate
 
-    p = sub.add_parser("ablation", help="train + evaluate every objective; print one table")
+    p = sub.add_parser("ablation", help="train + evaluate every objective over seeds; print one table")
     _add_train_options(p)
     p.add_argument("--objectives", nargs="+", metavar="OBJECTIVE", help=f"subset of {' '.join(OBJECTIVES)}")
     p.add_argument("--split", default="test", choices=["dev", "test"])
     p.add_argument("--ablation-out", type=Path, help="where the runs and the table go (default: beside out)")
     p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seeds", type=int, default=1, help="seeds per objective: --seed, --seed+1, … (mean ± sd, "
+                                                        "bootstrap over videos and seeds)")
     handlers["ablation"] = _ablation
 
     for name, (module_name, help_text) in PLUGGED.items():

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, ValidationError
+from pydantic.dataclasses import dataclass
+
+from djldml.clips import INPUT_DYNAMICS
 from djldml.losses import OBJECTIVES
 
 from .normalisation import check_name
@@ -24,7 +29,9 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 SYNTHETIC_CONFIG = CONFIG_DIR / "synthetic.toml"
 
 
-@dataclass(frozen=True)
+# pydantic checks every value on construction and on replace(): strict types (an int is accepted where a float
+# is expected, nothing else is converted: "3" is not an int, true is not a number) and no unknown keys.
+@dataclass(frozen=True, config=ConfigDict(strict=True, extra="forbid"))
 class TrainConfig:
     # [data]
     data: str = "data/avec2013/prepared"  # root of a prepared dataset (trainer.store.PreparedDataset)
@@ -33,6 +40,9 @@ class TrainConfig:
     clips_per_video: int = 8  # random training clips drawn from each training video per epoch
     clips_per_group: int = 2  # clips of one video that sit together in a batch (equal-label pairs for DML)
     num_workers: int = 2
+    # what of a clip the network sees (djldml.clips.INPUT_DYNAMICS): "none", "mean_removed", "temporal_diff";
+    # recorded in the model card (inference.input_dynamics) and applied by to_tensor when serving
+    input_dynamics: str = "none"
     # [augment]
     hflip: float = 0.5  # probability of mirroring a whole clip
     blur: float = 1.0  # max σ in pixels (per axis) of a random Gaussian blur of a whole clip (capture invariance)
@@ -67,6 +77,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     # [train]
     seed: int = 0
+    # CPU threads of torch (0: torch's default, one per core). Float sums depend on it, so a CPU run is
+    # reproducible bit for bit only at the same thread count (and instruction set): docs/training.md
+    threads: int = 0
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1"
     amp: bool = True  # mixed precision on CUDA (bfloat16 when supported, else float16 with a grad scaler)
     patience: int = 8  # early stopping: epochs without a better dev MAE; 0 disables
@@ -84,12 +97,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.input_dynamics not in INPUT_DYNAMICS:
+            raise ValueError(f"input_dynamics must be one of {INPUT_DYNAMICS}, got {self.input_dynamics!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError("lr_schedule must be 'cosine' or 'constant'")
         for name in ("clip_length", "clips_per_video", "clips_per_group", "batch_size", "epochs", "n_bins",
                      "eval_clips_per_video", "dev_clips_per_video", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1")
+        if self.threads < 0:
+            raise ValueError("threads must be ≥ 0")
         if self.blur < 0:
             raise ValueError("blur must be ≥ 0")
         check_name(self.input_normalisation)
@@ -102,31 +119,25 @@ class TrainConfig:
         return asdict(self)
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
-        _check_keys(overrides)
-        return replace(self, **_coerce(overrides))
+        return _checked(lambda: replace(self, **overrides))
 
 
-def _field_types() -> dict[str, type]:
-    return {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig)}
-
-
-def _check_keys(values: dict[str, Any]) -> None:
-    unknown = sorted(set(values) - set(_field_types()))
-    if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-
-
-def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    """TOML ints where floats are expected become floats; anything else of the wrong type is an error."""
-    types, out = _field_types(), {}
-    for key, value in values.items():
-        want = types[key]
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise ValueError(f"config key {key} must be {want.__name__}, got {value!r}")
-        out[key] = value
-    return out
+def _checked(build: Callable[[], TrainConfig]) -> TrainConfig:
+    """``build()``, with pydantic's errors as ValueErrors that name the key: "unknown config keys: ...",
+    "config key X must be int, got ...", or the check of ``__post_init__`` that failed."""
+    try:
+        return build()
+    except ValidationError as exc:
+        errors = exc.errors()
+        unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "unexpected_keyword_argument")
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}") from None
+        first = errors[0]
+        if not first["loc"]:  # a check of __post_init__
+            raise ValueError(first["msg"].removeprefix("Value error, ")) from None
+        key = str(first["loc"][0])
+        want = {f.name: f.type for f in fields(TrainConfig)}.get(key, "?")
+        raise ValueError(f"config key {key} must be {want}, got {first['input']!r}") from None
 
 
 def _flatten(doc: dict[str, Any]) -> dict[str, Any]:
@@ -157,8 +168,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     with open(path or DEFAULT_CONFIG, "rb") as f:
         values = _flatten(tomllib.load(f))
     values.update(overrides or {})
-    _check_keys(values)
-    return TrainConfig(**_coerce(values))
+    return _checked(lambda: TrainConfig(**values))
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
@@ -171,5 +181,5 @@ def read_run_config(run_dir: str | Path) -> TrainConfig | None:
     if not path.is_file():
         return None
     values = json.loads(path.read_text())
-    known = set(_field_types())
-    return TrainConfig(**_coerce({k: v for k, v in values.items() if k in known}))
+    known = {f.name for f in fields(TrainConfig)}  # a config written by a newer version may carry more
+    return _checked(lambda: TrainConfig(**{k: v for k, v in values.items() if k in known}))

@@ -19,6 +19,9 @@ from .synth import SynthConfig
 
 DEMO_SYNTH = SynthConfig(subjects=(12, 3, 4), videos_per_subject=3, seconds=4.0, seed=0)
 DEMO_NAME = "djldml-demo"
+# torch's CPU threads while training the demo: a CPU run is bit-reproducible only at one thread count (and one
+# instruction set, docs/training.md); 2 is what the committed model was built with (torch's default on 2 cores)
+DEMO_THREADS = 2
 DEMO_VERSION = "1.0"
 DEMO_DESCRIPTION = ("SYNTHETIC DEMO MODEL — trained only on synthetic videos (a public test face animated with "
                     "score-dependent motion speed, `trainer synth`). Its scores mean nothing clinically.")
@@ -48,7 +51,8 @@ def run_demo(out_mar: str | Path, work: str | Path = "runs/demo", seed: int = 0,
         raise RuntimeError("the synthetic videos gave no usable faces (face pipeline broken?)")
     resume = (work / "run" / "last.pt").is_file()  # an interrupted or finished run continues, not restarts
     cfg = load_config(SYNTHETIC_CONFIG, {"data": str(work / "prepared"), "out": str(work / "run"), "seed": seed,
-                                         "progress": progress, "resume": resume, **(overrides or {})})
+                                         "progress": progress, "resume": resume, "threads": DEMO_THREADS,
+                                         **(overrides or {})})
     run_dir = train(cfg)
     # The calibration of the video distribution, fitted on the development subjects through the service's path
     # (run_dir/calibration.json: evaluate applies it, export packs it into the card's inference.calibration).

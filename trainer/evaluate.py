@@ -39,7 +39,7 @@ from djldml.calibration import Calibration, calibration_of
 from djldml.clips import InputNormalisation, input_normalisation
 from djldml.device import resolve_device
 from djldml.errors import DJLDMLError
-from djldml.inference import clip_distributions, mirror_average
+from djldml.inference import clip_distributions, input_dynamics, mirror_average
 from djldml.model_file import load_model, read_model_file
 from djldml.network import DJLDMLNet
 from djldml.prediction import VideoPrediction, predict_video
@@ -85,6 +85,7 @@ class ScoringModel:
     source: str  # "archive" (a .mar, as served) or "run" (a run dir / checkpoint, as `trainer export` would pack)
     normalisation: InputNormalisation | None = None  # the card's inference.input_normalisation
     calibration: Calibration | None = None  # the card's inference.calibration (a run: its calibration.json)
+    dynamics: str = "none"  # the card's inference.input_dynamics (djldml.clips.INPUT_DYNAMICS)
 
 
 def scoring_model(model: str | Path, device: Any = "cpu") -> ScoringModel:
@@ -102,12 +103,14 @@ def scoring_model(model: str | Path, device: Any = "cpu") -> ScoringModel:
         return ScoringModel(archive.load_for_inference(device), archive.card.preprocessing,
                             mirror_average(archive.card.inference),
                             int(archive.handler_knobs.get("clip_batch", CLIP_BATCH)), "archive",
-                            input_normalisation(archive.card.inference), calibration_of(archive.card.inference))
+                            input_normalisation(archive.card.inference), calibration_of(archive.card.inference),
+                            input_dynamics(archive.card.inference))
     cfg = read_run_config(path) if path.is_dir() else None
     training = asdict(cfg) if cfg is not None else (read_model_file(path)[1].get("config") or {})
     return ScoringModel(load_model(path, device), training_preprocessing(training),
                         mirror_average(training_inference(training)), CLIP_BATCH, "run",
-                        training_normalisation(training), run_calibration(path))
+                        training_normalisation(training), run_calibration(path),
+                        input_dynamics(training_inference(training)))
 
 
 def predict_videos(model: ScoringModel, videos: list, progress: bool = True) -> tuple[list[VideoResult], Counter]:
@@ -121,7 +124,7 @@ def predict_videos(model: ScoringModel, videos: list, progress: bool = True) -> 
 
     def distributions(clips: np.ndarray) -> np.ndarray:
         d = clip_distributions(model.net, clips, batch_size=model.clip_batch, mirror=model.mirror,
-                               normalisation=model.normalisation)
+                               normalisation=model.normalisation, dynamics=model.dynamics)
         seen.append(d)
         return d
 
@@ -142,9 +145,10 @@ def predict_videos(model: ScoringModel, videos: list, progress: bool = True) -> 
 def predict_split(net: DJLDMLNet, store: ClipStore, videos: list, clips_per_video: int, clip_length: int = 16,
                   stride: int = 1, batch_size: int = 16, amp: bool = False, progress: bool = True,
                   mirror: bool = False, normalisation: InputNormalisation | None = None,
-                  calibration: Calibration | None = None) -> list[VideoResult]:
+                  calibration: Calibration | None = None, dynamics: str = "none") -> list[VideoResult]:
     """One :class:`VideoResult` per video that has at least one complete clip (others are skipped, with a warning).
-    ``normalisation`` and ``calibration``: the run's (trainer/normalisation.py, trainer/calibrate.py)."""
+    ``normalisation``, ``calibration`` and ``dynamics``: the run's (trainer/normalisation.py,
+    trainer/calibrate.py, djldml.clips.INPUT_DYNAMICS)."""
     was_training = net.training
     net.eval()
     results, skipped = [], 0
@@ -155,7 +159,7 @@ def predict_split(net: DJLDMLNet, store: ClipStore, videos: list, clips_per_vide
             continue
         clips = np.stack([store.read_clip(video.video_id, int(s), clip_length, stride) for s in starts])
         dists = clip_distributions(net, clips, batch_size=batch_size, amp=amp, mirror=mirror,
-                                   normalisation=normalisation)
+                                   normalisation=normalisation, dynamics=dynamics)
         fps = getattr(video, "fps", 0.0) or 0.0
         times = np.asarray(starts, np.float64) / fps if fps > 0 else None
         raw = predict_video(dists, times)
@@ -290,9 +294,9 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
             run_calibration(run_dir) if run_dir else None)
         results = predict_split(net, store, chosen, k, cfg.clip_length, cfg.clip_stride,
                                 batch_size or cfg.eval_batch_size, amp, progress, cfg.test_time_mirror,
-                                training_normalisation(cfg.to_dict()), cal)
+                                training_normalisation(cfg.to_dict()), cal, cfg.input_dynamics)
         train_labels = np.array([v.bdi for v in store.split("train")], np.float64)
-        path_info = {"name": "store", "mirror_average": cfg.test_time_mirror,
+        path_info = {"name": "store", "mirror_average": cfg.test_time_mirror, "input_dynamics": cfg.input_dynamics,
                      "note": "clips evenly spaced in the prepared face store: for model selection; "
                              "`--videos` gives the service's figures"}
         if len(results) < len(chosen):

@@ -132,12 +132,14 @@ def training_preprocessing(training: dict[str, Any]) -> dict[str, Any]:
 
 def training_inference(training: dict[str, Any], run: str | Path | None = None) -> dict[str, Any]:
     """The card's ``inference`` section: how the evaluation computed clip distributions beyond the network —
-    mirror averaging, the input normalisation when not the default (trainer/normalisation.py) — and the
+    mirror averaging, the input dynamics (djldml.clips.INPUT_DYNAMICS), the input normalisation when not the
+    default (trainer/normalisation.py) — and the
     calibration of ``run``'s ``calibration.json`` when there is one (trainer/calibrate.py)."""
     from .calibration_file import run_calibration
     from .normalisation import training_normalisation
 
-    section: dict[str, Any] = {"mirror_average": bool(training.get("test_time_mirror", False))}
+    section: dict[str, Any] = {"mirror_average": bool(training.get("test_time_mirror", False)),
+                               "input_dynamics": str(training.get("input_dynamics", "none"))}
     normalisation = training_normalisation(training)
     if normalisation is not None:
         section["input_normalisation"] = normalisation.to_dict()

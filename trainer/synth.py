@@ -272,11 +272,15 @@ class SceneRenderer:
     tests render the same scene at other rates (tests/capture.py).
     """
 
-    def __init__(self, video: VideoPlan, size: tuple[int, int]):
+    def __init__(self, video: VideoPlan, size: tuple[int, int], sprite: np.ndarray | None = None,
+                 head_motion: float = 1.0):
         s = video.subject
         self.video, self.size = video, size
         w, h = size
-        self.sprite = base_sprite(s.base, s.carphone_frame)
+        # ``sprite``: another base face in the sprite layout (trainer.synth_identities); ``head_motion`` scales the
+        # rigid drift below (1 = the demo's). Both defaults leave the demo's rendering unchanged.
+        self.sprite = base_sprite(s.base, s.carphone_frame) if sprite is None else sprite
+        self.head_motion = float(head_motion)
         self.fields = _movement_fields()
         self.alpha = _alpha()
         self.background = _background(w, h, s.background_seed)
@@ -312,7 +316,7 @@ class SceneRenderer:
         face = (face - 128.0) * s.contrast + 128.0 + s.brightness
         face *= np.array(s.gain, np.float32)
         # Place the head: subject scale/position + slow drift.
-        wobble = np.sin(2 * np.pi * t / self.periods + self.phases)
+        wobble = np.sin(2 * np.pi * t / self.periods + self.phases) * self.head_motion
         scale = s.eye_distance * w / eye_dist_sprite * (1 + 0.03 * wobble[0])
         cx = (s.centre[0] + 0.03 * wobble[1]) * w
         cy = (s.centre[1] + 0.02 * wobble[2]) * h
@@ -346,9 +350,13 @@ def write_video(path: Path, frames, fps: float) -> None:
     """H.264 MP4, written to a temporary name and renamed (an interrupted synth leaves no half video)."""
     with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as out:
         rate = Fraction(fps).limit_denominator(1001)
-        stream = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "18"})
+        # One encoder thread, said to x264 itself as well. NOT enough for identical bytes: encoding the same
+        # frames still gives another file about once in ten (measured under load; docs/training.md,
+        # "Reproducibility"), cause not found. Rendering itself is deterministic.
+        stream = out.add_stream("libx264", rate=rate, options={
+            "preset": "veryfast", "crf": "18", "x264-params": "threads=1:lookahead-threads=1"})
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1  # deterministic bytes whatever the machine
+        stream.codec_context.thread_count = 1
         for i, rgb in enumerate(frames):
             if i == 0:
                 stream.width, stream.height = rgb.shape[1], rgb.shape[0]

@@ -111,6 +111,8 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:  # noqa: 
         rank, world_size, device = 0, 1, resolve_device(cfg.device)
     master = rank == 0
     cuda = device.type == "cuda"
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     use_amp = cfg.amp and cuda
     if cuda:
@@ -200,7 +202,8 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:  # noqa: 
             lr = lr_at(cfg, epoch * steps_per_epoch + n_steps, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            x, y = to_tensor(batch_clips, device, normalisation), scores.to(device, non_blocking=True)
+            x = to_tensor(batch_clips, device, normalisation, cfg.input_dynamics)
+            y = scores.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 out = model(x)
             loss = objective(out, y)  # losses compute in float32 whatever autocast did
@@ -227,7 +230,7 @@ def train(cfg: TrainConfig, dataset: ClipStore | None = None) -> Path:  # noqa: 
                       "train_clips_per_s": n_steps * cfg.batch_size * world_size / train_seconds}
             results = predict_split(net, store, dev_videos, cfg.dev_clips_per_video, cfg.clip_length,
                                     cfg.clip_stride, cfg.eval_batch_size, use_amp, cfg.progress,
-                                    normalisation=normalisation)
+                                    normalisation=normalisation, dynamics=cfg.input_dynamics)
             dev: dict = point_metrics([r.true for r in results], [r.predicted for r in results]) if results else {}
             record.update({f"dev_{k}": v for k, v in dev.items()})
             score = dev["mae"] if dev else record["train_total"]

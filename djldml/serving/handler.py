@@ -30,7 +30,7 @@ import torch
 from djldml.clips import InputNormalisation, clips_from_bytes, input_normalisation, validate_model_clips
 from djldml.device import torchserve_device
 from djldml.errors import DJLDMLError, ModelError
-from djldml.inference import DEFAULT_BATCH, clip_distributions, mirror_average
+from djldml.inference import DEFAULT_BATCH, clip_distributions, input_dynamics, mirror_average
 from djldml.model_card import CARD_FILENAME
 from djldml.runtime import ClipNetwork, load_model_dir, runtime_name
 
@@ -78,15 +78,16 @@ def preprocess(requests: list) -> list[Parsed]:
 
 
 def inference(net: ClipNetwork, parsed: list[Parsed], batch_size: int = DEFAULT_BATCH, amp: bool = False,
-              mirror: bool = False, normalisation: InputNormalisation | None = None) -> list:
+              mirror: bool = False, normalisation: InputNormalisation | None = None, dynamics: str = "none") -> list:
     """One network run over all good requests' clips, split back per request (errors pass through);
-    ``mirror``: the model card's mirror averaging, ``normalisation``: its input normalisation
+    ``mirror``: the model card's mirror averaging, ``normalisation``: its input normalisation, ``dynamics``:
+    its input dynamics
     (djldml.inference.clip_distributions)."""
     good = [p for p in parsed if isinstance(p, np.ndarray)]
     if not good:
         return list(parsed)
     dists = clip_distributions(net, np.concatenate(good), batch_size=batch_size, amp=amp, mirror=mirror,
-                               normalisation=normalisation)
+                               normalisation=normalisation, dynamics=dynamics)
     out: list = []
     start = 0
     for p in parsed:
@@ -122,6 +123,7 @@ class DJLDMLHandler:
         self.amp = False
         self.mirror = False
         self.normalisation: InputNormalisation | None = None
+        self.dynamics = "none"
 
     def initialize(self, context) -> None:
         props = context.system_properties
@@ -137,6 +139,7 @@ class DJLDMLHandler:
                 self.card = json.load(f)
         self.mirror = mirror_average(self.card.get("inference"))
         self.normalisation = input_normalisation(self.card.get("inference"))
+        self.dynamics = input_dynamics(self.card.get("inference"))
         log.info("djldml model loaded on %s (runtime %s, amp=%s, clip batch %d, mirror averaging %s)", device,
                  runtime_name(self.net), self.amp, self.batch_size, self.mirror)
 
@@ -145,7 +148,8 @@ class DJLDMLHandler:
             return [json.dumps(self.card)]
         if self.net is None:
             raise RuntimeError("handle() before initialize()")
-        results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror, self.normalisation)
+        results = inference(self.net, preprocess(data), self.batch_size, self.amp, self.mirror, self.normalisation,
+                            self.dynamics)
         out = []
         for idx, (status, body) in enumerate(postprocess(results)):
             if status != 200:

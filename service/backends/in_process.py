@@ -17,7 +17,7 @@ import torch
 from djldml.clips import input_normalisation, validate_model_clips
 from djldml.device import resolve_device
 from djldml.errors import DJLDMLError
-from djldml.inference import mirror_average
+from djldml.inference import input_dynamics, mirror_average
 from djldml.serving import handler
 
 from .archive import open_archive
@@ -33,6 +33,7 @@ class InProcessBackend:
         self.batch_size, self.amp = handler.handler_knobs(self.archive.handler_knobs, self.device)
         self.mirror = mirror_average(self.archive.card.inference)
         self.normalisation = input_normalisation(self.archive.card.inference)
+        self.dynamics = input_dynamics(self.archive.card.inference)
         self.net = self.archive.load_for_inference(self.device, runtime)
         self._lock = threading.Lock()  # one forward at a time: the embedded pool may call from several threads
 
@@ -40,7 +41,7 @@ class InProcessBackend:
         validate_model_clips(clips)
         with self._lock:
             (result,) = handler.inference(self.net, [clips], self.batch_size, self.amp, self.mirror,
-                                          self.normalisation)
+                                          self.normalisation, self.dynamics)
         if isinstance(result, DJLDMLError):  # pragma: no cover - inference passes only parse errors through
             raise result
         return np.asarray(result, dtype=np.float64)
