@@ -3,8 +3,10 @@
 - On a CUDA device: PyTorch, as before (float32, or float16 autocast with the archive's ``amp``).
 - On the CPU: OpenVINO when the ``openvino`` package is importable, else PyTorch. Measured on 2 cores (docs/deploy.md,
   ``python -m bench backends``) OpenVINO in float32 ran c3d-tiny and c3d-small 2.9–4.8× faster than eager PyTorch
-  (the paper-size c3d only 0.9–1.4×); ONNX Runtime and ``torch.compile`` were slower than OpenVINO (and
-  ``torch.compile`` needs a C++ compiler and ~35 s per compile).
+  (the paper-size c3d only 0.9–1.4×: its 3D convolutions, ≈77 GFLOP a clip, run near the cores' float32 peak in
+  both engines); ONNX Runtime and ``torch.compile`` were slower than OpenVINO (and ``torch.compile`` needs a C++
+  compiler and ~35 s per compile). OpenVINO runs two streams, each batch split across them
+  (``python -m bench.bench_openvino_configs``).
 - ``DJLDML_RUNTIME=torch`` forces PyTorch everywhere (``openvino`` forces OpenVINO and fails without it; ``auto``,
   the default, is the rule above). The in-process backend reads it through ``service.settings``; the TorchServe
   handler reads the environment its worker inherits.
@@ -16,9 +18,9 @@ processor with AVX512-BF16 or AMX is bfloat16, which moved peaked distributions 
 
 Where the OpenVINO model comes from: ``trainer export`` writes the network as OpenVINO IR (``openvino/model.xml``
 and ``.bin``, float32, tagged with the sha256 of ``model.pt``) beside the state dict in the .mar, so loading is a
-read and a compile (0.2 s for c3d-small, 12.6 s for c3d on the loaded 2 cores). An archive without it, or whose
-IR belongs to other weights, is converted from the state dict at load time (a trace — one forward pass — and
-``openvino.convert_model``: 1.3–1.9 s for c3d-tiny there).
+read (model.bin memory-mapped) and a compile (c3d: 0.06–0.12 s, after 0.7–1.1 s for its model.pt). An archive
+without it, or whose IR belongs to other weights, is converted from the state dict at load time (a trace — one
+forward pass — and ``openvino.convert_model``: 1.3–1.9 s for c3d-tiny there).
 
 What the engines share: the same ``to_tensor`` (uint8 clips → float32 ``[N, 3, T, H, W]``), the same clip batches
 and mirror averaging (:func:`djldml.inference.clip_distributions`) and the same head → distribution rule
@@ -31,7 +33,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 import numpy as np
 import torch
@@ -51,7 +53,12 @@ IR_XML = "openvino/model.xml"
 IR_BIN = "openvino/model.bin"
 _SHA_KEY = ["djldml", "model_sha256"]  # rt_info entry of the IR: sha256 of the model.pt it was made from
 
-IR = tuple[bytes, bytes]  # (model.xml, model.bin) as read from an archive or a model directory
+#: OpenVINO CPU streams (at most; never more than threads): measured on 2 cores, see compile_openvino.
+STREAMS = 2
+
+#: The path of a model.xml beside its model.bin, or (model.xml, model.bin) as bytes. Union, not ``|``: the
+#: handler packed in a .mar also runs on Python 3.9 (tests/serving/test_handler.py).
+IR = Union[str, tuple[bytes, bytes]]  # noqa: UP007
 
 
 class ClipNetwork(Protocol):
@@ -179,23 +186,25 @@ def write_ir(net: DJLDMLNet, out_dir: str, model_sha256: str) -> list[str]:
 
 
 def read_ir(model_dir: str) -> IR | None:
-    """The IR files of an extracted archive (TorchServe's model_dir), or None when it has none."""
+    """The IR of an extracted archive (TorchServe's model_dir) as the path of its model.xml, or None when it has none.
+
+    A path, not the files' bytes: OpenVINO then memory-maps model.bin instead of copying it (c3d: 1.2 s less load
+    on the 2 development cores, docs/deploy.md "CPU inference engine")."""
     paths = [os.path.join(model_dir, name) for name in (IR_XML, IR_BIN)]
     if not all(os.path.isfile(p) for p in paths):
         return None
-    parts = []
-    for p in paths:
-        with open(p, "rb") as f:
-            parts.append(f.read())
-    return parts[0], parts[1]
+    return paths[0]
 
 
 def _model_from_ir(ir: IR, model_sha256: str):
     """The IR as an ``openvino.Model`` if it was made from the model.pt with ``model_sha256``, else None."""
     ov = _openvino()
     try:
-        weights = ov.Tensor(np.frombuffer(ir[1], dtype=np.uint8).copy())
-        model = ov.Core().read_model(ir[0].decode("utf-8"), weights)
+        if isinstance(ir, str):
+            model = ov.Core().read_model(ir)
+        else:
+            weights = ov.Tensor(np.frombuffer(ir[1], dtype=np.uint8).copy())
+            model = ov.Core().read_model(ir[0].decode("utf-8"), weights)
         made_from = model.get_rt_info(_SHA_KEY).astype(str) if model.has_rt_info(_SHA_KEY) else ""
     except Exception as exc:  # an IR this OpenVINO cannot read: convert from the state dict instead
         log.warning("OpenVINO IR in the archive unreadable (%s); converting from the state dict",
@@ -217,21 +226,37 @@ class OpenVINONetwork:
     training = False
 
     def __init__(self, compiled: Any, config: NetConfig, source: str):
+        ov = _openvino()
         self.config = config
         self.source = source
         self._compiled = compiled
-        self._request = compiled.create_infer_request()
-        self._lock = threading.Lock()  # one infer request: calls from several threads take turns
+        #: Parallel infer requests: one per stream the compiled model has (STREAMS, ``compile_openvino``).
+        self.streams = max(1, int(compiled.get_property("NUM_STREAMS")))
+        self._queue = ov.AsyncInferQueue(compiled, self.streams)
+        self._out: dict[int, np.ndarray] = {}
+        self._queue.set_callback(self._done)
+        self._lock = threading.Lock()  # one queue: calls from several threads take turns
+
+    def _done(self, request: Any, part: int) -> None:
+        self._out[part] = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
 
     def clip_distributions(self, x: torch.Tensor) -> torch.Tensor:
-        """float32 ``[N, 3, T, H, W]`` on the CPU → float32 ``[N, 64]``, as DJLDMLNet.clip_distributions."""
+        """float32 ``[N, 3, T, H, W]`` on the CPU → float32 ``[N, 64]``, as DJLDMLNet.clip_distributions.
+
+        The batch is split into one part per stream, run side by side (AsyncInferQueue), and put back in order.
+        """
         clips = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        parts = np.array_split(clips, min(self.streams, len(clips))) if len(clips) else [clips]
         with self._lock:
-            out = np.array(self._request.infer({0: clips})[0], dtype=np.float32, copy=True)
+            self._out.clear()
+            for i, part in enumerate(parts):
+                self._queue.start_async({0: part}, i)
+            self._queue.wait_all()
+            out = np.concatenate([self._out[i] for i in range(len(parts))])
         return head_distributions(self.config, torch.from_numpy(out))
 
     # The trainer's evaluation toggles train/eval around a run; this network only ever infers.
@@ -254,10 +279,15 @@ def compile_openvino(net: DJLDMLNet, ir: IR | None = None, model_sha256: str = "
     source = "archive IR" if model is not None else "converted at load"
     if model is None:
         model = to_openvino(net, model_sha256)
+    threads = int(threads or inference_threads())
     compiled = ov.Core().compile_model(model, "CPU", {
         "INFERENCE_PRECISION_HINT": precision,  # f32, not the bf16 default of AVX512-BF16/AMX CPUs (docstring)
-        "PERFORMANCE_HINT": "LATENCY",  # one stream using every thread: the handler runs one batch at a time
-        "INFERENCE_NUM_THREADS": int(threads or inference_threads()),
+        # Two streams sharing the threads, each running part of a batch (OpenVINONetwork.clip_distributions),
+        # not one stream whose threads meet at a barrier after every layer: on the shared 2 cores a descheduled
+        # thread stalls the other less this way (docs/deploy.md "CPU inference engine", bench backends).
+        "PERFORMANCE_HINT": "THROUGHPUT",
+        "NUM_STREAMS": min(STREAMS, threads),
+        "INFERENCE_NUM_THREADS": threads,
     })
     return OpenVINONetwork(compiled, net.config, source)
 
