@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .storage import SUFFIX, StorageUnavailable, UploadTooLarge, check_name, ensure_private_dir
+from .storage import SUFFIX, CountedUpload, StorageUnavailable, check_name, ensure_private_dir
 
 PART_BYTES = 8 * 1024 * 1024
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest part (all but the last)
@@ -243,7 +243,7 @@ class S3UploadStorage:
             old.close()
 
 
-class S3UploadWriter:
+class S3UploadWriter(CountedUpload):
     """One upload streaming to the store (multipart past one part) and to the local spool; see the module docstring.
 
     ``write`` raises UploadTooLarge past ``limit`` (and aborts) and StorageUnavailable when the store fails. Not
@@ -265,12 +265,7 @@ class S3UploadWriter:
         self._closed = False
 
     def write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self.limit:
-            self.abort()
-            raise UploadTooLarge(f"upload exceeds {self.limit} bytes")
-        if len(self.head) < 512:
-            self.head = (self.head + data)[:512]
+        self._count(data)
         self._spool.write(data)
         self._buf += data
         n = self.storage.part_bytes

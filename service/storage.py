@@ -27,6 +27,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+SNIFF_BYTES = 512  # what sniff_video reads of an upload
+
 
 class UploadTooLarge(Exception):
     code = "upload_too_large"
@@ -78,7 +80,27 @@ def check_name(name: str | None) -> str:
     return name
 
 
-class LocalUploadWriter:
+class CountedUpload:
+    """What every upload writer does with each chunk first: count it against the limit and keep the first bytes."""
+
+    size: int
+    limit: int
+    head: bytes  # the first SNIFF_BYTES, for sniff_video
+
+    def _count(self, data: bytes) -> None:
+        """Raise UploadTooLarge past ``limit`` (after ``abort()``, which removes what was written)."""
+        self.size += len(data)
+        if self.size > self.limit:
+            self.abort()
+            raise UploadTooLarge(f"upload exceeds {self.limit} bytes")
+        if len(self.head) < SNIFF_BYTES:
+            self.head = (self.head + data)[:SNIFF_BYTES]
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+class LocalUploadWriter(CountedUpload):
     """An upload being written to a file; ``write`` raises UploadTooLarge past the limit (and removes the file).
 
     The file is created exclusively (never follows or reuses an existing name) with mode 0600.
@@ -93,12 +115,7 @@ class LocalUploadWriter:
         self._f: BinaryIO = os.fdopen(fd, "wb")  # closed in close()/abort()
 
     def write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self.limit:
-            self.abort()
-            raise UploadTooLarge(f"upload exceeds {self.limit} bytes")
-        if len(self.head) < 512:
-            self.head = (self.head + data)[:512]
+        self._count(data)
         self._f.write(data)
 
     def close(self) -> None:

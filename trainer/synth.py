@@ -28,10 +28,12 @@ import argparse
 import csv
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -381,21 +383,32 @@ Settings: synthetic.json. Labels: manifest.csv (column `synthetic` = 1 on every 
 """
 
 
-def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), progress: bool = True) -> Path:
-    """Write the synthetic dataset under ``out``; returns the manifest path. Existing videos are kept (resume)."""
-    out = Path(out)
+def write_dataset(out: Path, videos: list, row: Callable[[Any], tuple[str, float, str, str]],
+                  frames: Callable[[Any], Iterable[np.ndarray]], fps: float, desc: str, progress: bool) -> Path:
+    """``videos/<id>.mp4`` for every video not written yet (resume) and ``manifest.csv`` (synthetic = 1 on every
+    row); ``row(v)`` gives (video id, BDI-II label, split, subject), ``frames(v)`` its RGB frames. Returns the
+    manifest path. Shared by the demo data and the multi-identity benchmark (synth_identities)."""
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    videos = plan(config)
-    for v in tqdm(videos, desc="synth videos", unit="video", disable=not progress):
-        path = out / "videos" / f"{v.video_id}.mp4"
+    for v in tqdm(videos, desc=desc, unit="video", disable=not progress):
+        path = out / "videos" / f"{row(v)[0]}.mp4"
         if not path.exists():
-            write_video(path, render_frames(v, config), config.fps)
+            write_video(path, frames(v), fps)
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video", "bdi", "split", "subject", "synthetic"])
         for v in videos:
-            w.writerow([f"videos/{v.video_id}.mp4", v.bdi, v.subject.split, v.subject.subject_id, 1])
+            video_id, bdi, split, subject = row(v)
+            w.writerow([f"videos/{video_id}.mp4", bdi, split, subject, 1])
+    return manifest
+
+
+def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), progress: bool = True) -> Path:
+    """Write the synthetic dataset under ``out``; returns the manifest path. Existing videos are kept (resume)."""
+    out = Path(out)
+    videos = plan(config)
+    manifest = write_dataset(out, videos, lambda v: (v.video_id, v.bdi, v.subject.split, v.subject.subject_id),
+                             lambda v: render_frames(v, config), config.fps, "synth videos", progress)
     info = {
         "synthetic": True,
         "generator": GENERATOR,

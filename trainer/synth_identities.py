@@ -28,7 +28,6 @@ Output under ``--out``: ``videos/*.mp4``, ``manifest.csv`` (``video,bdi,split,su
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import json
 import os
@@ -40,7 +39,6 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from .synth import (
     SCORE_MAX,
@@ -49,7 +47,7 @@ from .synth import (
     VideoPlan,
     _detect_landmarks,
     _to_sprite,
-    write_video,
+    write_dataset,
 )
 
 GENERATOR = "djldml-synth-identities/1"  # bump when the rendering changes (written into every manifest)
@@ -256,18 +254,9 @@ Settings: synthetic.json. Labels: manifest.csv (column `synthetic` = 1 on every 
 def generate(out: str | os.PathLike, config: IdentitiesConfig = IdentitiesConfig(), progress: bool = True) -> Path:
     """Write the benchmark under ``out``; returns the manifest path. Existing videos are kept (resume)."""
     out = Path(out)
-    (out / "videos").mkdir(parents=True, exist_ok=True)
     videos = plan(config)
-    for v in tqdm(videos, desc="synth identities", unit="video", disable=not progress):
-        path = out / "videos" / f"{v.plan.video_id}.mp4"
-        if not path.exists():
-            write_video(path, render_frames(v, config), config.fps)
-    manifest = out / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video", "bdi", "split", "subject", "synthetic"])
-        for v in videos:
-            w.writerow([f"videos/{v.plan.video_id}.mp4", v.plan.bdi, v.plan.subject.split, v.identity, 1])
+    manifest = write_dataset(out, videos, lambda v: (v.plan.video_id, v.plan.bdi, v.plan.subject.split, v.identity),
+                             lambda v: render_frames(v, config), config.fps, "synth identities", progress)
     used = {v.identity for v in videos}
     info = {
         "synthetic": True,
