@@ -1,5 +1,10 @@
 """The training loop: ``train(config) -> run_dir``. Reads top to bottom; no framework.
 
+``train`` is the loop itself, each step a named function below it in the order it runs: ``start_processes``,
+``open_run_dir``, ``set_up`` (data, seeded network, objective, optimizer), ``resume``, ``wrap_for_ddp``; per epoch
+``train_one_epoch``, then on rank 0 ``evaluate_dev``, ``epoch_record``, ``select_best``, ``write_epoch``; and
+``all_stop`` (early stopping agreed by every process).
+
 Run it with ``python -m trainer train --config trainer/configs/default.toml [--objective ...] [--set key=value]``,
 or on N GPUs with ``torchrun --nproc_per_node N -m trainer train ...`` (DDP: one process per GPU; torchrun sets
 RANK / LOCAL_RANK / WORLD_SIZE).
