@@ -29,7 +29,7 @@ import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -52,6 +52,9 @@ from .normalisation import training_normalisation
 from .screening import screening_metrics
 from .store import open_store
 from .uncertainty import uncertainty_report
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 BASELINES = ("train_mean", "train_median")
 
@@ -244,92 +247,156 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
     ``calibration``: a calibration (or its JSON file, ``trainer calibrate``) to apply instead of the model's own
     — e.g. one just fitted for a model whose card has none; the uncalibrated figures are reported beside it.
     """
-    from . import plots as plotting
     from .config import TrainConfig, read_run_config
 
     run_dir = Path(model) if isinstance(model, str | Path) and Path(model).is_dir() else None
     cfg = (read_run_config(run_dir) if run_dir else None) or TrainConfig()
     out = Path(out_dir) if out_dir else (run_dir / f"eval-{split}" if run_dir else Path("runs") / f"eval-{split}")
     out.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
     if videos is not None:
-        from .manifest import discover
-
-        if isinstance(model, DJLDMLNet):
-            raise ValueError("scoring raw videos needs a .mar, a run directory or a checkpoint, not a bare network")
-        scorer = scoring_model(model, resolve_device(device))
-        if calibration is not None:
-            scorer.calibration = read_calibration(calibration)
-        _, source = discover(videos)
-        chosen = [v for v in source if v.split == split]
-        train_labels = np.array([v.bdi for v in source if v.split == "train"], np.float64)
-        shared = ({v.subject for v in source if v.split == "train" and v.subject}
-                  & {v.subject for v in chosen if v.subject}) if split != "train" else set()
-        if not chosen:
-            raise ValueError(f"the source has no {split!r} videos")
-        results, refused = predict_videos(scorer, chosen, progress)
-        selection = scorer.preprocessing.get("selection") or {}
-        k = selection.get("max_clips")
-        cal = scorer.calibration
-        path_info = {"name": "service", "model_from": scorer.source, "mirror_average": scorer.mirror,
-                     "fps": (scorer.preprocessing.get("face_config") or {}).get("fps"), "selection": selection,
-                     "refused": dict(refused)}
-        if refused:
-            notes.append(f"{sum(refused.values())} {split} video(s) the service would refuse were not scored: "
-                         f"{dict(refused)}")
-        n_videos = len(chosen)
+        scored = score_with_service(model, videos, split, device, calibration, progress)
     else:
-        net = model if isinstance(model, DJLDMLNet) else load_model(model, resolve_device(device))
-        if data is None:
-            if run_dir is None or read_run_config(run_dir) is None:
-                raise ValueError("say which dataset to evaluate on (data=...)")
-            data = cfg.data
-        store = open_store(data) if isinstance(data, str | Path) else data
-        k = clips_per_video or cfg.eval_clips_per_video
-        shared = shared_subjects(store, split)
-        chosen = store.split(split)
-        if not chosen:
-            raise ValueError(f"the dataset has no {split!r} videos")
-        cal = read_calibration(calibration) if calibration is not None else (
-            run_calibration(run_dir) if run_dir else None)
-        results = predict_split(net, store, chosen, k, cfg.clip_length, cfg.clip_stride,
-                                batch_size or cfg.eval_batch_size, amp, progress, cfg.test_time_mirror,
-                                training_normalisation(cfg.to_dict()), cal, cfg.input_dynamics)
-        train_labels = np.array([v.bdi for v in store.split("train")], np.float64)
-        path_info = {"name": "store", "mirror_average": cfg.test_time_mirror, "input_dynamics": cfg.input_dynamics,
-                     "note": "clips evenly spaced in the prepared face store: for model selection; "
-                             "`--videos` gives the service's figures"}
-        if len(results) < len(chosen):
-            notes.append(f"{len(chosen) - len(results)} {split} video(s) without a complete clip were left out")
-        n_videos = len(chosen)
-    if shared:
-        notes.insert(0, f"{len(shared)} subject(s) appear in both train and {split}: the figures are optimistic "
-                        "for new people")
-    if not results:
+        scored = score_from_store(model, data, split, run_dir, cfg, clips_per_video, batch_size, device, amp,
+                                  progress, calibration)
+    notes = scored.notes
+    if scored.shared:
+        notes.insert(0, f"{len(scored.shared)} subject(s) appear in both train and {split}: the figures are "
+                        "optimistic for new people")
+    if not scored.results:
         raise ValueError(f"no {split!r} video could be scored")
-    true = np.array([r.true for r in results])
-    preds = {"model": np.array([r.predicted for r in results])}
+    true, preds, baseline_values = model_and_baselines(scored, notes)
+    metrics = assemble_metrics(scored, split, true, preds, baseline_values, n_bootstrap, seed)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    write_outputs(metrics, scored.results, split, out, run_dir, true, preds, baseline_values, plots)
+    return metrics
+
+
+@dataclass
+class Scored:
+    """One split as scored by either path: the per-video results and what the report says about how.
+
+    ``train_labels``: the training BDI-II scores (float64, for the baselines); ``shared``: subjects in both train
+    and the split; ``clips_per_video``: the clip budget per video; ``path``: the path's description in
+    metrics.json; ``notes``: warnings for the report; ``n_videos``: videos in the split, scored or not.
+    """
+
+    results: list[VideoResult]
+    train_labels: np.ndarray
+    shared: set[str]
+    clips_per_video: int | None
+    calibration: Calibration | None
+    path: dict[str, Any]
+    notes: list[str]
+    n_videos: int
+
+
+def score_with_service(model: str | Path | DJLDMLNet, videos: str | Path, split: str, device: str,
+                       calibration: str | Path | Calibration | None, progress: bool) -> Scored:
+    """The service path (module docstring): ``split``'s raw videos of the source ``videos``, scored as
+    ``POST /predict`` scores them. Raises ValueError for a bare network or a split without videos."""
+    from .manifest import discover
+
+    if isinstance(model, DJLDMLNet):
+        raise ValueError("scoring raw videos needs a .mar, a run directory or a checkpoint, not a bare network")
+    scorer = scoring_model(model, resolve_device(device))
+    if calibration is not None:
+        scorer.calibration = read_calibration(calibration)
+    _, source = discover(videos)
+    chosen = [v for v in source if v.split == split]
+    train_labels = np.array([v.bdi for v in source if v.split == "train"], np.float64)
+    shared = ({v.subject for v in source if v.split == "train" and v.subject}
+              & {v.subject for v in chosen if v.subject}) if split != "train" else set()
+    if not chosen:
+        raise ValueError(f"the source has no {split!r} videos")
+    results, refused = predict_videos(scorer, chosen, progress)
+    selection = scorer.preprocessing.get("selection") or {}
+    path_info = {"name": "service", "model_from": scorer.source, "mirror_average": scorer.mirror,
+                 "fps": (scorer.preprocessing.get("face_config") or {}).get("fps"), "selection": selection,
+                 "refused": dict(refused)}
+    notes: list[str] = []
+    if refused:
+        notes.append(f"{sum(refused.values())} {split} video(s) the service would refuse were not scored: "
+                     f"{dict(refused)}")
+    return Scored(results, train_labels, shared, selection.get("max_clips"), scorer.calibration, path_info, notes,
+                  len(chosen))
+
+
+def score_from_store(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None, split: str,
+                     run_dir: Path | None, cfg: TrainConfig, clips_per_video: int | None, batch_size: int | None,
+                     device: str, amp: bool, progress: bool,
+                     calibration: str | Path | Calibration | None) -> Scored:
+    """The store path (module docstring): evenly spaced clips of ``split`` in the prepared face store ``data``
+    (default: the run's). Raises ValueError without a dataset or when the split has no videos."""
+    from .config import read_run_config
+
+    net = model if isinstance(model, DJLDMLNet) else load_model(model, resolve_device(device))
+    if data is None:
+        if run_dir is None or read_run_config(run_dir) is None:
+            raise ValueError("say which dataset to evaluate on (data=...)")
+        data = cfg.data
+    store = open_store(data) if isinstance(data, str | Path) else data
+    k = clips_per_video or cfg.eval_clips_per_video
+    shared = shared_subjects(store, split)
+    chosen = store.split(split)
+    if not chosen:
+        raise ValueError(f"the dataset has no {split!r} videos")
+    cal = read_calibration(calibration) if calibration is not None else (
+        run_calibration(run_dir) if run_dir else None)
+    results = predict_split(net, store, chosen, k, cfg.clip_length, cfg.clip_stride,
+                            batch_size or cfg.eval_batch_size, amp, progress, cfg.test_time_mirror,
+                            training_normalisation(cfg.to_dict()), cal, cfg.input_dynamics)
+    train_labels = np.array([v.bdi for v in store.split("train")], np.float64)
+    path_info = {"name": "store", "mirror_average": cfg.test_time_mirror, "input_dynamics": cfg.input_dynamics,
+                 "note": "clips evenly spaced in the prepared face store: for model selection; "
+                         "`--videos` gives the service's figures"}
+    notes: list[str] = []
+    if len(results) < len(chosen):
+        notes.append(f"{len(chosen) - len(results)} {split} video(s) without a complete clip were left out")
+    return Scored(results, train_labels, shared, k, cal, path_info, notes, len(chosen))
+
+
+def model_and_baselines(scored: Scored, notes: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray],
+                                                                   dict[str, float]]:
+    """The true scores, the predictions of the model and of the constant baselines (the training labels'
+    mean and median; none, with a note, without training videos), and the baselines' values."""
+    true = np.array([r.true for r in scored.results])
+    preds = {"model": np.array([r.predicted for r in scored.results])}
     baseline_values: dict[str, float] = {}
+    train_labels = scored.train_labels
     if len(train_labels):
         baseline_values = {"train_mean": float(train_labels.mean()), "train_median": float(np.median(train_labels))}
         preds.update({name: np.full_like(true, value) for name, value in baseline_values.items()})
     else:
         notes.append("no training videos: no baselines")
-    intervals = bootstrap_intervals(true, preds, n_bootstrap, seed, "train_mean" if baseline_values else None)
+    return true, preds, baseline_values
 
-    metrics: dict[str, Any] = {
-        "split": split, "n_videos": len(results), "n_videos_in_split": n_videos, "clips_per_video": k,
-        "path": path_info,
+
+def assemble_metrics(scored: Scored, split: str, true: np.ndarray, preds: dict[str, np.ndarray],
+                     baseline_values: dict[str, float], n_bootstrap: int, seed: int) -> dict[str, Any]:
+    """metrics.json's content: point figures with bootstrap intervals, uncertainty and screening figures."""
+    intervals = bootstrap_intervals(true, preds, n_bootstrap, seed, "train_mean" if baseline_values else None)
+    return {
+        "split": split, "n_videos": len(scored.results), "n_videos_in_split": scored.n_videos,
+        "clips_per_video": scored.clips_per_video,
+        "path": scored.path,
         "model": {**point_metrics(true, preds["model"]), **intervals["model"]},
         "baselines": {name: {"value": value, **point_metrics(true, preds[name]), **intervals[name]}
                       for name, value in baseline_values.items()},
         "bootstrap": {"resamples": n_bootstrap, "seed": seed, "unit": "video"},
-        "uncertainty": uncertainty_report(results, cal),
+        "uncertainty": uncertainty_report(scored.results, scored.calibration),
         "screening": screening_metrics(true, preds),
-        "warnings": notes,
+        "warnings": scored.notes,
     }
-    for note in notes:
-        warnings.warn(note, stacklevel=2)
+
+
+def write_outputs(metrics: dict[str, Any], results: list[VideoResult], split: str, out: Path, run_dir: Path | None,
+                  true: np.ndarray, preds: dict[str, np.ndarray], baseline_values: dict[str, float],
+                  plots: bool) -> None:
+    """predictions.csv, the plots (listed in ``metrics["plots"]``) and metrics.json in ``out``; adds
+    ``metrics["out_dir"]`` after writing metrics.json."""
+    from . import plots as plotting
+
     write_predictions(results, split, out / "predictions.csv")
     if plots:
         curves = run_dir / "metrics.jsonl" if run_dir and (run_dir / "metrics.jsonl").is_file() else None
@@ -337,7 +404,6 @@ def evaluate(model: str | Path | DJLDMLNet, data: str | Path | ClipStore | None 
         metrics["plots"].append(plotting.reliability(metrics["uncertainty"], out / "reliability.png"))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     metrics["out_dir"] = str(out)
-    return metrics
 
 
 def format_report(metrics: dict[str, Any]) -> str:
