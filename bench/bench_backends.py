@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,19 +63,12 @@ def peaked_archive(workdir: Path, preset: str, clips: np.ndarray) -> Path:
     return export_model(workdir / "model.pt", workdir / f"bench-{preset}.mar", f"bench-{preset}", "0", card)
 
 
-def min_time(backend, clips: np.ndarray, runs: int) -> tuple[float, np.ndarray]:
-    out = backend.clip_distributions(clips)  # warm-up (first call pays allocation, lazy init)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        out = backend.clip_distributions(clips)
-        times.append(time.perf_counter() - t)
-    return min(times), out
-
-
-def min_times(backends: list, clips: np.ndarray, runs: int) -> list[tuple[float, np.ndarray]]:
-    """Like :func:`min_time` for several backends, their timed runs taken in turn (eager, engine, eager, ...) so
-    that the load of a shared machine, which changes by the minute, falls on each alike."""
+def timed_in_turn(backends: list, clips: np.ndarray, runs: int,
+                  summary: Callable[[list[float]], float] = min) -> list[tuple[float, np.ndarray]]:
+    """Seconds per ``clip_distributions(clips)`` call of each backend (``summary`` of ``runs`` timed calls after one
+    warm-up call, which pays allocation and lazy initialisation) and its last output. The backends' timed runs are
+    taken in turn (eager, engine, eager, ...) so that the load of a shared machine, which changes by the minute,
+    falls on each alike."""
     outs = [b.clip_distributions(clips) for b in backends]  # warm-up
     times: list[list[float]] = [[] for _ in backends]
     for _ in range(runs):
@@ -82,7 +76,7 @@ def min_times(backends: list, clips: np.ndarray, runs: int) -> list[tuple[float,
             t = time.perf_counter()
             outs[i] = b.clip_distributions(clips)
             times[i].append(time.perf_counter() - t)
-    return [(min(ts), out) for ts, out in zip(times, outs, strict=True)]
+    return [(summary(ts), out) for ts, out in zip(times, outs, strict=True)]
 
 
 class _Direct:
@@ -111,7 +105,7 @@ def bench_runtime(workdir: Path, presets: list[str], n_small: int, n_big: int, r
         t = time.perf_counter()
         fast = InProcessBackend(mar, device="cpu", runtime="auto")
         t_load = time.perf_counter() - t
-        (t_eager, d_eager), (t_fast, d_fast) = min_times([eager, fast], clips, runs)
+        (t_eager, d_eager), (t_fast, d_fast) = timed_in_turn([eager, fast], clips, runs)
         eager.close()
         engine = f"{runtime.runtime_name(fast.net)} ({getattr(fast.net, 'source', 'eager')})"
         fast.close()
@@ -120,7 +114,7 @@ def bench_runtime(workdir: Path, presets: list[str], n_small: int, n_big: int, r
         extra = ""
         if bf16:  # OpenVINO's own default on this CPU; not served: it breaks the 1e-4 bound (docs/deploy.md)
             half = _Direct(runtime.compile_openvino(load_model(workdir / preset / "model.pt"), precision="bf16"))
-            t_half, d_half = min_time(half, clips, runs)
+            (t_half, d_half), = timed_in_turn([half], clips, runs)
             extra = f" {t_eager / t_half:>12.2f}x {float(np.abs(d_half - d_eager).max()):>9.1e}"
         print(f"{preset:<10} {n:>5} {t_eager:>8.2f} {t_fast:>9.2f} {t_eager / t_fast:>8.2f}x {dp:>9.1e} "
               f"{t_load:>7.2f}{extra}  {engine}", flush=True)
@@ -130,16 +124,6 @@ def bench_runtime(workdir: Path, presets: list[str], n_small: int, n_big: int, r
 def synthetic_clips(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (n, *CLIP_SHAPE), dtype=np.uint8)  # noise, no faces: only speed is measured
-
-
-def time_backend(backend, clips: np.ndarray, repeats: int) -> tuple[float, np.ndarray]:
-    out = backend.clip_distributions(clips)  # warm-up (first call pays allocation, lazy init)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = backend.clip_distributions(clips)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def bench_torchserve(tmp: Path, mar: Path | None, preset: str, n_clips: int, repeats: int,
@@ -156,7 +140,7 @@ def bench_torchserve(tmp: Path, mar: Path | None, preset: str, n_clips: int, rep
                   "eager PyTorch, the in-process backend the current code (OpenVINO, converted at load)")
 
     local = InProcessBackend(mar, device="cpu")
-    t_local, d_local = time_backend(local, clips, repeats)
+    (t_local, d_local), = timed_in_turn([local], clips, repeats, statistics.median)
     local.close()
 
     ts = start_torchserve(mar.parent, {name: mar.name}, workdir=tmp / "torchserve")
@@ -164,7 +148,7 @@ def bench_torchserve(tmp: Path, mar: Path | None, preset: str, n_clips: int, rep
         clip_bytes = int(np.prod(CLIP_SHAPE))
         remote = TorchServeBackend(ts.inference_url, ts.management_url, name,
                                    max_request_bytes=clips_per_request * clip_bytes + 1024, mar_path=mar)
-        t_remote, d_remote = time_backend(remote, clips, repeats)
+        (t_remote, d_remote), = timed_in_turn([remote], clips, repeats, statistics.median)
         remote.close()
     finally:
         ts.stop()
