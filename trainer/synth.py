@@ -435,6 +435,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subjects", type=int, nargs=3, default=list(d.subjects), metavar=("TRAIN", "DEV", "TEST"),
                         help="subjects per split (subject-disjoint)")
     parser.add_argument("--videos-per-subject", type=int, default=d.videos_per_subject)
+    add_rendering_arguments(parser, d)
+
+
+def add_rendering_arguments(parser: argparse.ArgumentParser, defaults: SynthConfig | Any) -> None:
+    """The options both synthetic sets share (length, frame rate, frame size, seed, progress), with the
+    defaults of ``defaults`` (a SynthConfig or synth_identities.IdentitiesConfig)."""
+    d = defaults
     parser.add_argument("--seconds", type=float, default=d.seconds)
     parser.add_argument("--fps", type=float, default=d.fps)
     parser.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("W", "H"))

@@ -47,6 +47,7 @@ from .synth import (
     VideoPlan,
     _detect_landmarks,
     _to_sprite,
+    add_rendering_arguments,
     write_dataset,
 )
 
@@ -298,11 +299,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", type=int, nargs=3, default=list(d.splits), metavar=("TRAIN", "DEV", "TEST"),
                         help=f"identities per split (subject-disjoint; {len(IDENTITIES)} exist)")
     parser.add_argument("--videos-per-identity", type=int, default=d.videos_per_identity)
-    parser.add_argument("--seconds", type=float, default=d.seconds)
-    parser.add_argument("--fps", type=float, default=d.fps)
-    parser.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("W", "H"))
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--no-progress", action="store_true")
+    add_rendering_arguments(parser, d)
 
 
 def main(args: argparse.Namespace) -> int:
