@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from . import wiring
 from .api import schemas
@@ -65,8 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runner.close()
             backend.close()
 
-    app = FastAPI(title="DJ-LDML depression severity service", version="0.1.0", description=DESCRIPTION,
-                  lifespan=lifespan)
+    # FastAPIOffline: FastAPI whose /docs and /redoc serve Swagger UI and ReDoc from the package, not a CDN (the
+    # service makes no outside requests, and clinics' networks often allow none)
+    app = FastAPIOffline(title="DJ-LDML depression severity service", version="0.1.0", description=DESCRIPTION,
+                         lifespan=lifespan)
     app.state.settings = settings
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")  # the results page's JS and CSS

@@ -305,3 +305,19 @@ def test_models_shows_the_cards_inference_and_results_follow_its_calibration(mak
                                                                    "input_normalisation": None}
     r = old.post("/predict", files={"video": ("v.mp4", video_bytes(), "video/mp4")})
     assert r.json()["std"] == pytest.approx(predict_video(clips).std)
+
+
+def test_api_docs_pages_load_nothing_from_elsewhere(make_client):
+    """/docs and /redoc name only the service's own assets (fastapi-offline), and those assets are served."""
+    import re
+
+    client = make_client()
+    for page in ("/docs", "/redoc"):
+        r = client.get(page)
+        assert r.status_code == 200
+        urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", r.text)
+        assert urls, r.text[:500]
+        assert not [u for u in urls if u.startswith(("http:", "https:", "//"))], urls
+        for url in urls:
+            if url.startswith("/static-offline-docs/"):
+                assert client.get(url).status_code == 200, url
