@@ -6,11 +6,13 @@ same numbers: same ``to_tensor``, same batching, same dtype handling.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
 from . import labels
-from .clips import INPUT_DYNAMICS, InputNormalisation, to_tensor
+from .clips import INPUT_DYNAMICS, InputNormalisation, input_normalisation, to_tensor
 from .errors import ModelError
 from .runtime import ClipNetwork
 
@@ -30,6 +32,22 @@ def input_dynamics(card_inference: dict | None) -> str:
     if value not in INPUT_DYNAMICS:
         raise ModelError(f"model card: unknown input_dynamics {value!r}; one of {INPUT_DYNAMICS}")
     return value
+
+
+class ClipInputs(NamedTuple):
+    """How a model's clips are fed to it, as its card's ``inference`` section records: the three arguments of
+    :func:`clip_distributions` beyond the network and the clips."""
+
+    mirror: bool = False
+    normalisation: InputNormalisation | None = None
+    dynamics: str = "none"
+
+
+def clip_inputs(card_inference: dict | None) -> ClipInputs:
+    """The card's mirror averaging, input normalisation and input dynamics, read once for every caller (the
+    handler, the in-process backend, ``trainer evaluate``). ModelError on a malformed record."""
+    return ClipInputs(mirror_average(card_inference), input_normalisation(card_inference),
+                      input_dynamics(card_inference))
 
 
 @torch.inference_mode()

@@ -36,10 +36,10 @@ from tqdm import tqdm
 
 from djldml import labels
 from djldml.calibration import Calibration, calibration_of
-from djldml.clips import InputNormalisation, input_normalisation
+from djldml.clips import InputNormalisation
 from djldml.device import resolve_device
 from djldml.errors import DJLDMLError
-from djldml.inference import clip_distributions, input_dynamics, mirror_average
+from djldml.inference import clip_distributions, clip_inputs
 from djldml.model_file import load_model, read_model_file
 from djldml.network import DJLDMLNet
 from djldml.prediction import VideoPrediction, predict_video
@@ -103,17 +103,16 @@ def scoring_model(model: str | Path, device: Any = "cpu") -> ScoringModel:
     if path.suffix == ".mar":
         archive = open_archive(path)
         # the engine the service would run it on (djldml.runtime), so the scores equal the service's
-        return ScoringModel(archive.load_for_inference(device), archive.card.preprocessing,
-                            mirror_average(archive.card.inference),
+        mirror, normalisation, dynamics = clip_inputs(archive.card.inference)
+        return ScoringModel(archive.load_for_inference(device), archive.card.preprocessing, mirror,
                             int(archive.handler_knobs.get("clip_batch", CLIP_BATCH)), "archive",
-                            input_normalisation(archive.card.inference), calibration_of(archive.card.inference),
-                            input_dynamics(archive.card.inference))
+                            normalisation, calibration_of(archive.card.inference), dynamics)
     cfg = read_run_config(path) if path.is_dir() else None
     training = asdict(cfg) if cfg is not None else (read_model_file(path)[1].get("config") or {})
-    return ScoringModel(load_model(path, device), training_preprocessing(training),
-                        mirror_average(training_inference(training)), CLIP_BATCH, "run",
-                        training_normalisation(training), run_calibration(path),
-                        input_dynamics(training_inference(training)))
+    inference = training_inference(training, path)  # the card's inference section, as `trainer export` writes it
+    mirror, normalisation, dynamics = clip_inputs(inference)
+    return ScoringModel(load_model(path, device), training_preprocessing(training), mirror, CLIP_BATCH, "run",
+                        normalisation, calibration_of(inference), dynamics)
 
 
 def predict_videos(model: ScoringModel, videos: list, progress: bool = True) -> tuple[list[VideoResult], Counter]:

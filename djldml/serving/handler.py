@@ -27,10 +27,10 @@ from typing import Union
 import numpy as np
 import torch
 
-from djldml.clips import InputNormalisation, clips_from_bytes, input_normalisation, validate_model_clips
+from djldml.clips import InputNormalisation, clips_from_bytes, validate_model_clips
 from djldml.device import torchserve_device
 from djldml.errors import DJLDMLError, ModelError
-from djldml.inference import DEFAULT_BATCH, clip_distributions, input_dynamics, mirror_average
+from djldml.inference import DEFAULT_BATCH, clip_distributions, clip_inputs
 from djldml.model_card import CARD_FILENAME
 from djldml.runtime import ClipNetwork, load_model_dir, runtime_name
 
@@ -137,9 +137,7 @@ class DJLDMLHandler:
         if os.path.exists(card_path):
             with open(card_path, encoding="utf-8") as f:
                 self.card = json.load(f)
-        self.mirror = mirror_average(self.card.get("inference"))
-        self.normalisation = input_normalisation(self.card.get("inference"))
-        self.dynamics = input_dynamics(self.card.get("inference"))
+        self.mirror, self.normalisation, self.dynamics = clip_inputs(self.card.get("inference"))
         log.info("djldml model loaded on %s (runtime %s, amp=%s, clip batch %d, mirror averaging %s)", device,
                  runtime_name(self.net), self.amp, self.batch_size, self.mirror)
 

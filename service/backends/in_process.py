@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from djldml.clips import input_normalisation, validate_model_clips
+from djldml.clips import validate_model_clips
 from djldml.device import resolve_device
 from djldml.errors import DJLDMLError
-from djldml.inference import input_dynamics, mirror_average
+from djldml.inference import clip_inputs
 from djldml.serving import handler
 
 from .archive import open_archive
@@ -31,9 +31,7 @@ class InProcessBackend:
         self.archive = open_archive(mar_path)
         self.device = resolve_device(device)
         self.batch_size, self.amp = handler.handler_knobs(self.archive.handler_knobs, self.device)
-        self.mirror = mirror_average(self.archive.card.inference)
-        self.normalisation = input_normalisation(self.archive.card.inference)
-        self.dynamics = input_dynamics(self.archive.card.inference)
+        self.mirror, self.normalisation, self.dynamics = clip_inputs(self.archive.card.inference)
         self.net = self.archive.load_for_inference(self.device, runtime)
         self._lock = threading.Lock()  # one forward at a time: the embedded pool may call from several threads
 
