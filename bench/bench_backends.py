@@ -8,7 +8,9 @@
    by the in-process backend twice: forced to eager PyTorch (``DJLDML_RUNTIME=torch``) and with the engine
    djldml.runtime chooses (OpenVINO, float32). Same archive, same clips (32; 8 for the paper-size ``c3d``), min of
    ``--runs`` timed runs after a warm-up, eager and engine runs taken in turn; prints the speed-up and max |Δp|,
-   and beside them OpenVINO in bfloat16 (its default on AVX512-BF16/AMX CPUs; not served: over the 1e-4 bound).
+   each engine's GFLOP/s, the cores' measured float32 FMA peak (bench/peak.py) and so the most any float32 engine
+   could gain over eager; and beside them OpenVINO in bfloat16 (its default on AVX512-BF16/AMX CPUs; not served:
+   over the 1e-4 bound).
 2. TorchServe vs in-process on the same archive (the demo one when it exists): the cost of the HTTP hop,
    .npy/JSON wire format and TorchServe's batching; also checks both return the same distributions.
 
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.peak import fma_peak_gflops, gflop_per_clip
 from devstack import start_torchserve
 from djldml import runtime
 from djldml.clips import CLIP_SHAPE, to_tensor
@@ -95,8 +98,9 @@ def bench_runtime(workdir: Path, presets: list[str], n_small: int, n_big: int, r
           f"backend | min of {runs} runs | torch threads {torch.get_num_threads()} | SYNTHETIC random weights")
     bf16_head = f" {'bf16 speed-up':>13} {'bf16 |Δp|':>9}" if bf16 else ""
     print(f"{'preset':<10} {'clips':>5} {'eager s':>8} {'engine s':>9} {'speed-up':>9} {'max |Δp|':>9} "
-          f"{'load s':>7}{bf16_head}  engine")
+          f"{'load s':>7} {'GFLOP/s eager':>13} {'engine':>7}{bf16_head}  engine")
     ok = True
+    bounds = []
     for preset in presets:
         n = n_big if preset in ("c3d", "c3d-bn") else n_small
         clips = synthetic_clips(n)
@@ -116,9 +120,30 @@ def bench_runtime(workdir: Path, presets: list[str], n_small: int, n_big: int, r
             half = _Direct(runtime.compile_openvino(load_model(workdir / preset / "model.pt"), precision="bf16"))
             (t_half, d_half), = timed_in_turn([half], clips, runs)
             extra = f" {t_eager / t_half:>12.2f}x {float(np.abs(d_half - d_eager).max()):>9.1e}"
+        gflop = n * gflop_per_clip(preset)
+        bounds.append((preset, gflop / t_eager, gflop / t_fast))
         print(f"{preset:<10} {n:>5} {t_eager:>8.2f} {t_fast:>9.2f} {t_eager / t_fast:>8.2f}x {dp:>9.1e} "
-              f"{t_load:>7.2f}{extra}  {engine}", flush=True)
+              f"{t_load:>7.2f} {gflop / t_eager:>13.0f} {gflop / t_fast:>7.0f}{extra}  {engine}", flush=True)
+    print_ceiling(bounds)
     return ok
+
+
+def print_ceiling(rates: list[tuple[str, float, float]]) -> None:
+    """The float32 FMA peak of the inference threads and, per preset, the most an engine doing the direct
+    convolution's multiplications could gain over eager (peak ÷ eager's rate). GFLOP/s count the direct
+    convolution's FLOPs for both engines, so an engine above 100 % of the peak does fewer multiplications
+    (djldml.temporal_winograd); docs/deploy.md, "The paper-size c3d"."""
+    threads = torch.get_num_threads()
+    peak = fma_peak_gflops(threads)
+    if peak is None:
+        print("float32 FMA peak: not measured (no C compiler with OpenMP)")
+        return
+    print(f"float32 FMA peak of {threads} threads: {peak:.0f} GFLOP/s (bench/fma_peak.c). GFLOP/s above count the "
+          "direct convolution's FLOPs (zero padding excluded); over 100 % = fewer multiplications (Winograd):")
+    for preset, eager, engine in rates:
+        print(f"  {preset:<10} eager at {eager / peak:4.0%} of the peak, engine at {engine / peak:4.0%}; "
+              f"direct convolution at the peak would be {peak / eager:.2f}x eager")
+    print()
 
 
 def synthetic_clips(n: int, seed: int = 0) -> np.ndarray:

@@ -38,6 +38,7 @@ from typing import Any, Protocol, Union
 import numpy as np
 import torch
 
+from . import temporal_winograd
 from .errors import ModelError
 from .model_card import file_sha256
 from .model_file import MODEL_FILENAME, load_model
@@ -52,6 +53,7 @@ RUNTIMES = ("auto", "torch", "openvino")
 IR_XML = "openvino/model.xml"
 IR_BIN = "openvino/model.bin"
 _SHA_KEY = ["djldml", "model_sha256"]  # rt_info entry of the IR: sha256 of the model.pt it was made from
+_LAYOUT_KEY = ["djldml", "layout"]  # rt_info entry of the IR: temporal_winograd.LAYOUT of the network converted
 
 #: OpenVINO CPU streams (at most; never more than threads): measured on 2 cores, see compile_openvino.
 STREAMS = 2
@@ -141,10 +143,9 @@ def _openvino():
 
 
 class _HeadOutput(torch.nn.Module):
-    """The layers OpenVINO runs: clips → the head's raw output (``[N, 64]`` logits or ``[N, 1]`` score).
-
-    The embedding head is left out (inference does not use it); softmax stays in PyTorch (head_distributions).
-    """
+    """The layers the engine runs, as they are: clips → the head's raw output (``[N, 64]`` logits or ``[N, 1]``
+    score). The engine itself runs :class:`djldml.temporal_winograd.EngineNetwork` (the same, its large
+    convolutions rewritten); benchmarks time this one as eager PyTorch's side."""
 
     def __init__(self, net: DJLDMLNet):
         super().__init__()
@@ -157,19 +158,24 @@ class _HeadOutput(torch.nn.Module):
 def to_openvino(net: DJLDMLNet, model_sha256: str = ""):
     """Convert a network (eval mode, CPU) to an ``openvino.Model`` with a dynamic batch dimension, float32.
 
-    Input ``clips``: float32 ``[N, 3, 16, 112, 112]``; output: the head's raw output. ``model_sha256`` (of the
-    model.pt the weights came from) is recorded in the model's rt_info so a reader can tell its IR is current.
+    Input ``clips``: float32 ``[N, 3, 16, 112, 112]``; output: the head's raw output. What is converted is
+    :class:`djldml.temporal_winograd.EngineNetwork` — the network with its large 3×3×3 convolutions as Winograd
+    F(m, 3) along time (fewer multiplications; see that module) — tagged with its ``LAYOUT``. ``model_sha256``
+    (of the model.pt the weights came from) is recorded in the model's rt_info so a reader can tell its IR is
+    current.
     """
     from .clips import CLIP_LENGTH, FACE_SIZE
 
     ov = _openvino()
     example = torch.zeros(1, 3, CLIP_LENGTH, FACE_SIZE, FACE_SIZE)
     with torch.no_grad():
+        engine_net = temporal_winograd.EngineNetwork(net.cpu().eval(), CLIP_LENGTH).eval()
         # Traced here without trace checking: convert_model's own tracing re-runs the network to check the
         # trace, 3-4 forward passes instead of one (6 s instead of 1.7 s for c3d-tiny on a busy 2-core machine).
-        traced = torch.jit.trace(_HeadOutput(net.cpu().eval()), example, check_trace=False)
+        traced = torch.jit.trace(engine_net, example, check_trace=False)
         model = ov.convert_model(traced, example_input=example, input=[(-1, 3, CLIP_LENGTH, FACE_SIZE, FACE_SIZE)])
     model.inputs[0].get_tensor().set_names({"clips"})
+    model.set_rt_info(temporal_winograd.LAYOUT, _LAYOUT_KEY)
     if model_sha256:
         model.set_rt_info(model_sha256, _SHA_KEY)
     return model
@@ -196,8 +202,9 @@ def read_ir(model_dir: str) -> IR | None:
     return paths[0]
 
 
-def _model_from_ir(ir: IR, model_sha256: str):
-    """The IR as an ``openvino.Model`` if it was made from the model.pt with ``model_sha256``, else None."""
+def _model_from_ir(ir: IR, model_sha256: str, rewrites: bool = True):
+    """The IR as an ``openvino.Model`` if it was made from the model.pt with ``model_sha256`` and, when the network
+    has layers to rewrite (``rewrites``), in the current ``temporal_winograd.LAYOUT``; else None."""
     ov = _openvino()
     try:
         if isinstance(ir, str):
@@ -206,12 +213,17 @@ def _model_from_ir(ir: IR, model_sha256: str):
             weights = ov.Tensor(np.frombuffer(ir[1], dtype=np.uint8).copy())
             model = ov.Core().read_model(ir[0].decode("utf-8"), weights)
         made_from = model.get_rt_info(_SHA_KEY).astype(str) if model.has_rt_info(_SHA_KEY) else ""
+        layout = model.get_rt_info(_LAYOUT_KEY).astype(str) if model.has_rt_info(_LAYOUT_KEY) else ""
     except Exception as exc:  # an IR this OpenVINO cannot read: convert from the state dict instead
         log.warning("OpenVINO IR in the archive unreadable (%s); converting from the state dict",
                     exc.__class__.__name__)
         return None
     if made_from != model_sha256:
         log.warning("OpenVINO IR in the archive is not of its model.pt; converting from the state dict")
+        return None
+    if rewrites and layout != temporal_winograd.LAYOUT:  # correct, but made before the rewrite: slower to serve
+        log.warning("OpenVINO IR in the archive predates layout %s; converting from the state dict "
+                    "(re-export the archive to skip this at load)", temporal_winograd.LAYOUT)
         return None
     return model
 
@@ -244,8 +256,8 @@ class OpenVINONetwork:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def clip_distributions(self, x: torch.Tensor) -> torch.Tensor:
-        """float32 ``[N, 3, T, H, W]`` on the CPU → float32 ``[N, 64]``, as DJLDMLNet.clip_distributions.
+    def head_output(self, x: torch.Tensor) -> np.ndarray:
+        """float32 ``[N, 3, T, H, W]`` on the CPU → the head's raw output, float32 ``[N, 64]`` (or ``[N, 1]``).
 
         The batch is split into one part per stream, run side by side (AsyncInferQueue), and put back in order.
         """
@@ -256,8 +268,11 @@ class OpenVINONetwork:
             for i, part in enumerate(parts):
                 self._queue.start_async({0: part}, i)
             self._queue.wait_all()
-            out = np.concatenate([self._out[i] for i in range(len(parts))])
-        return head_distributions(self.config, torch.from_numpy(out))
+            return np.concatenate([self._out[i] for i in range(len(parts))])
+
+    def clip_distributions(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 ``[N, 3, T, H, W]`` on the CPU → float32 ``[N, 64]``, as DJLDMLNet.clip_distributions."""
+        return head_distributions(self.config, torch.from_numpy(self.head_output(x)))
 
     # The trainer's evaluation toggles train/eval around a run; this network only ever infers.
     def eval(self) -> OpenVINONetwork:
@@ -275,7 +290,10 @@ def compile_openvino(net: DJLDMLNet, ir: IR | None = None, model_sha256: str = "
     converted from ``net``. ``threads``: default :func:`inference_threads`. ``precision``: ``f32`` (what is
     served); ``bf16`` only for ``bench backends`` to show what the served precision costs."""
     ov = _openvino()
-    model = _model_from_ir(ir, model_sha256) if ir is not None and model_sha256 else None
+    from .clips import CLIP_LENGTH
+
+    rewrites = bool(temporal_winograd.plan(net.features, CLIP_LENGTH))
+    model = _model_from_ir(ir, model_sha256, rewrites) if ir is not None and model_sha256 else None
     source = "archive IR" if model is not None else "converted at load"
     if model is None:
         model = to_openvino(net, model_sha256)

@@ -39,10 +39,11 @@ MAX_DP = 1e-4
 MAX_DSCORE = 0.01
 
 
-def peaked_network(preset: str, clips: np.ndarray, seed: int = 0) -> DJLDMLNet:
-    """A seeded random ``preset`` whose head is scaled so its logits on ``clips`` have std 4 (peaked outputs)."""
+def peaked_network(preset: str, clips: np.ndarray, seed: int = 0, **overrides) -> DJLDMLNet:
+    """A seeded random ``preset`` (``overrides`` of its NetConfig) whose head is scaled so its logits on ``clips``
+    have std 4 (peaked outputs)."""
     torch.manual_seed(seed)
-    net = build_network(preset).eval()
+    net = build_network(preset, **overrides).eval()
     with torch.no_grad():
         h = net.fc(net.features(to_tensor(clips)))
         z = h @ net.head.weight.T
