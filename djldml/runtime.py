@@ -58,11 +58,14 @@ _LAYOUT_KEY = ["djldml", "layout"]  # rt_info entry of the IR: temporal_winograd
 #: OpenVINO CPU streams (at most; never more than threads): measured on 2 cores, see compile_openvino.
 STREAMS = 2
 
-#: Clips per OpenVINO infer request. Each stream holds the intermediate tensors of the request it runs, so this
-#: bounds the engine's memory whatever the batch; measured (docs/deploy.md "Memory"): c3d, 16 clips, peak RSS
-#: 1.58 GB at 1 clip per request, 1.89 GB at 2, 3.74 GB at 8 (half the batch per stream, before), at the same
-#: speed (3.34 / 3.27 / 3.41 s); c3d-tiny and c3d-small alike (0.21 and 0.32-0.33 s for 32 clips either way).
-CLIPS_PER_REQUEST = 1
+#: Bytes of the largest feature map one OpenVINO infer request may hold (its clips × the first convolution's output,
+#: float32). Each stream keeps the intermediate tensors of the request it runs, so this bounds the engine's memory
+#: whatever the batch. Measured on 2 cores (docs/deploy.md, "Memory"): c3d (51 MB a clip), 16 clips at 1 / 2 / 4 / 8
+#: clips per request: peak RSS 1.58 / 1.90 / 2.53 / 3.74 GB in 3.30 / 3.31 / 3.29 / 3.35 s; c3d-small (6.4 MB a
+#: clip), 32 clips: 0.321 / 0.318 / 0.312 / 0.313 s (min of 7; medians 0.340 / 0.329 / 0.323 / 0.321 s) — small
+#: networks gain a little from larger requests, c3d only memory. 64 MB: c3d 1 clip, c3d-small 10, c3d-tiny 20.
+REQUEST_BUDGET_BYTES = 64 * 2**20
+
 
 #: The path of a model.xml beside its model.bin, or (model.xml, model.bin) as bytes. Union, not ``|``: the
 #: handler packed in a .mar also runs on Python 3.9 (tests/serving/test_handler.py).
@@ -243,10 +246,11 @@ class OpenVINONetwork:
     runtime = "openvino"
     training = False
 
-    def __init__(self, compiled: Any, config: NetConfig, source: str):
+    def __init__(self, compiled: Any, config: NetConfig, source: str, clips_per_request: int = 1):
         ov = _openvino()
         self.config = config
         self.source = source
+        self.clips_per_request = max(1, int(clips_per_request))
         self._compiled = compiled
         #: Parallel infer requests: one per stream the compiled model has (STREAMS, ``compile_openvino``).
         self.streams = max(1, int(compiled.get_property("NUM_STREAMS")))
@@ -265,11 +269,13 @@ class OpenVINONetwork:
     def head_output(self, x: torch.Tensor) -> np.ndarray:
         """float32 ``[N, 3, T, H, W]`` on the CPU → the head's raw output, float32 ``[N, 64]`` (or ``[N, 1]``).
 
-        The batch goes as requests of ``CLIPS_PER_REQUEST`` clips through one infer request per stream, run side
-        by side (AsyncInferQueue), and the outputs are put back in order.
+        The batch goes as requests of at most ``clips_per_request`` clips (:func:`clips_per_request`), and never
+        fewer requests than streams, through one infer request per stream, run side by side (AsyncInferQueue);
+        the outputs are put back in order.
         """
         clips = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        parts = [clips[i:i + CLIPS_PER_REQUEST] for i in range(0, len(clips), CLIPS_PER_REQUEST)] or [clips]
+        size = max(1, min(self.clips_per_request, -(-len(clips) // self.streams)))
+        parts = [clips[i:i + size] for i in range(0, len(clips), size)] or [clips]
         with self._lock:
             self._out.clear()
             for i, part in enumerate(parts):
@@ -314,7 +320,20 @@ def compile_openvino(net: DJLDMLNet, ir: IR | None = None, model_sha256: str = "
         "NUM_STREAMS": min(STREAMS, threads),
         "INFERENCE_NUM_THREADS": threads,
     })
-    return OpenVINONetwork(compiled, net.config, source)
+    return OpenVINONetwork(compiled, net.config, source, clips_per_request(net))
+
+
+def clips_per_request(net: DJLDMLNet) -> int:
+    """Clips per OpenVINO infer request for ``net``: as many as keep the first convolution's output — the largest
+    feature map of these networks, each later stage at most doubling the channels while it quarters the frame
+    area — within ``REQUEST_BUDGET_BYTES`` (at least 1)."""
+    from .clips import CLIP_LENGTH, FACE_SIZE
+
+    first = next((layer for layer in net.features if isinstance(layer, torch.nn.Conv3d)), None)
+    if first is None:
+        return 1
+    per_clip = first.out_channels * CLIP_LENGTH * FACE_SIZE * FACE_SIZE * 4
+    return max(1, REQUEST_BUDGET_BYTES // per_clip)
 
 
 def prepare(net: DJLDMLNet, runtime: str | None = None, ir: IR | None = None,

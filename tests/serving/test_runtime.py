@@ -221,3 +221,17 @@ def test_torchserve_worker_runs_openvino_unless_forced(torchserve, model_store, 
         assert "runtime torch" in log and "runtime openvino" not in log, log[-2000:]
     finally:
         forced.stop()
+
+
+def test_requests_are_bounded_by_the_memory_budget_and_outputs_keep_their_order():
+    """Each OpenVINO request holds at most REQUEST_BUDGET_BYTES of first-layer feature maps (c3d: 1 clip), so the
+    engine's memory does not grow with the batch; however the batch is cut, outputs come back in clip order."""
+    assert runtime.clips_per_request(build_network("c3d")) == 1  # 51 MB of conv1 output a clip
+    assert runtime.clips_per_request(build_network("c3d-small")) == 10
+    clips = random_clips(7, seed=4)
+    net = peaked_network("c3d-tiny", clips)
+    want = clip_distributions(net, clips)
+    served = runtime.compile_openvino(net)
+    for per_request in (1, 2, 3, 100):
+        served.clips_per_request = per_request
+        assert_within_bounds(clip_distributions(served, clips), want)
