@@ -279,7 +279,7 @@ class OpenVINONetwork:
         with self._lock:
             self._out.clear()
             for i, part in enumerate(parts):
-                self._queue.start_async({0: part}, i)
+                self._queue.start_async({0: part}, i, share_inputs=True)  # no copy: part lives until wait_all
             self._queue.wait_all()
             return np.concatenate([self._out[i] for i in range(len(parts))])
 
