@@ -2,25 +2,27 @@
 
 - On a CUDA device: PyTorch, as before (float32, or float16 autocast with the archive's ``amp``).
 - On the CPU: OpenVINO when the ``openvino`` package is importable, else PyTorch. Measured on 2 cores (docs/deploy.md,
-  ``python -m bench backends``) OpenVINO in float32 ran c3d-tiny and c3d-small 2.9–4.8× faster than eager PyTorch
-  (the paper-size c3d only 0.9–1.4×: its 3D convolutions, ≈77 GFLOP a clip, run near the cores' float32 peak in
-  both engines); ONNX Runtime and ``torch.compile`` were slower than OpenVINO (and ``torch.compile`` needs a C++
-  compiler and ~35 s per compile). OpenVINO runs two streams, each batch split across them
-  (``python -m bench.bench_openvino_configs``).
+  ``python -m bench backends``), OpenVINO in float32 ran c3d-tiny, c3d-small and the paper-size c3d 2.9–3.3×,
+  3.2–3.3× and 2.0–2.4× faster than eager PyTorch. For c3d that takes fewer multiplications
+  (:mod:`djldml.temporal_winograd`): its direct 3D convolutions already ran at ≈92 % of the cores' float32 FMA
+  peak. ONNX Runtime and ``torch.compile`` were slower than OpenVINO (and ``torch.compile`` needs a C++ compiler
+  and ~35 s per compile). OpenVINO runs two streams, each batch cut into requests that they take in turn
+  (``python -m bench.bench_openvino_configs``, :data:`REQUEST_BUDGET_BYTES`).
 - ``DJLDML_RUNTIME=torch`` forces PyTorch everywhere (``openvino`` forces OpenVINO and fails without it; ``auto``,
   the default, is the rule above). The in-process backend reads it through ``service.settings``; the TorchServe
   handler reads the environment its worker inherits.
 
 PyTorch stays the reference: OpenVINO runs in float32 (``INFERENCE_PRECISION_HINT=f32``). Its CPU default on a
-processor with AVX512-BF16 or AMX is bfloat16, which moved peaked distributions by up to 2.4e-3–5.7e-3
+processor with AVX512-BF16 or AMX is bfloat16, which moved peaked distributions by up to 1.3e-3–5.7e-3
 (``bench backends``) — far over the 1e-4 the served distribution may differ from PyTorch's
 (tests/serving/test_runtime.py).
 
 Where the OpenVINO model comes from: ``trainer export`` writes the network as OpenVINO IR (``openvino/model.xml``
-and ``.bin``, float32, tagged with the sha256 of ``model.pt``) beside the state dict in the .mar, so loading is a
-read (model.bin memory-mapped) and a compile (c3d: 0.06–0.12 s, after 0.7–1.1 s for its model.pt). An archive
-without it, or whose IR belongs to other weights, is converted from the state dict at load time (a trace — one
-forward pass — and ``openvino.convert_model``: 1.3–1.9 s for c3d-tiny there).
+and ``.bin``, float32, tagged with the sha256 of ``model.pt`` and the ``temporal_winograd.LAYOUT`` it was
+converted in) beside the state dict in the .mar, so loading is a read (model.bin memory-mapped) and a compile
+(c3d: 0.06–0.12 s, after 0.7–1.1 s for its model.pt). An archive without it, whose IR belongs to other weights,
+or whose IR predates the layout of a network with layers to rewrite, is converted from the state dict at load
+time (a trace — one forward pass — and ``openvino.convert_model``: 1.3–1.9 s for c3d-tiny there).
 
 What the engines share: the same ``to_tensor`` (uint8 clips → float32 ``[N, 3, T, H, W]``), the same clip batches
 and mirror averaging (:func:`djldml.inference.clip_distributions`) and the same head → distribution rule
@@ -60,10 +62,10 @@ STREAMS = 2
 
 #: Bytes of the largest feature map one OpenVINO infer request may hold (its clips × the first convolution's output,
 #: float32). Each stream keeps the intermediate tensors of the request it runs, so this bounds the engine's memory
-#: whatever the batch. Measured on 2 cores (docs/deploy.md, "Memory"): c3d (51 MB a clip), 16 clips at 1 / 2 / 4 / 8
-#: clips per request: peak RSS 1.58 / 1.90 / 2.53 / 3.74 GB in 3.30 / 3.31 / 3.29 / 3.35 s; c3d-small (6.4 MB a
-#: clip), 32 clips: 0.321 / 0.318 / 0.312 / 0.313 s (min of 7; medians 0.340 / 0.329 / 0.323 / 0.321 s) — small
-#: networks gain a little from larger requests, c3d only memory. 64 MB: c3d 1 clip, c3d-small 10, c3d-tiny 20.
+#: whatever the batch. Measured on 2 cores (``python -m bench.bench_engine_memory``, docs/deploy.md "Memory"): c3d
+#: (51 MB a clip), 16 clips at 1 / 2 / 4 / 8 clips per request: peak RSS 1.76 / 1.79 / 2.38 / 3.54 GB (eager 2.26)
+#: in 3.45 / 3.42 / 3.29 / 3.28 s; c3d-small (6.4 MB a clip), 32 clips at 1 to 10: 0.30-0.31 s, 0.51-0.63 GB.
+#: 64 MB: c3d 1 clip, c3d-small 10, c3d-tiny 20.
 REQUEST_BUDGET_BYTES = 64 * 2**20
 
 
