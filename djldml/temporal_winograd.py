@@ -21,8 +21,9 @@ multiplications: measured, ``python -m bench.bench_temporal_winograd``), F(4,3) 
 multiple of 4 frames, else F(2,3) for a multiple of 2, else left as it is. For ``c3d`` that is every convolution
 but the first; the smaller presets have none (their layers are bound by memory, not multiplications).
 
-Only the engine's copy is rewritten (:func:`for_engine`); PyTorch — the reference, training and the GPU — runs the
-network as it is. The module is packed into .mar archives with the handler, which may run on Python 3.9.
+Only the engine's copy is rewritten (:class:`EngineNetwork`, which djldml.runtime.to_openvino converts); PyTorch —
+the reference, training and the GPU — runs the network as it is. The module is packed into .mar archives with the
+handler, which may run on Python 3.9.
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ if TYPE_CHECKING:
 LAYOUT = "temporal-winograd-1"
 
 #: Input × output channels from which a convolution is rewritten: c3d's second layer (64 → 128) and up. Measured
-#: (bench_temporal_winograd, 2 cores): rewriting c3d's first layer (3 → 64) too made the network slower
-#: (1.78× eager instead of 2.04×); c3d-small's 64 → 64 layers gained nothing (1.02×).
+#: (``python -m bench.bench_temporal_winograd --clips 8``, 2 cores): rewriting c3d's first layer (3 → 64) too made
+#: the network slower (1.87× eager instead of 2.14×); rewriting every layer of c3d-small made it 0.57× as fast.
 MIN_CHANNEL_PAIRS = 64 * 128
 
 #: The tile sizes m tried, in order: F(4,3) saves more multiplications than F(2,3) (1/2 against 1/3) and measured
-#: faster on c3d (2.04× eager against 1.71×, bench_temporal_winograd).
+#: faster on c3d (2.14× eager against 1.74×, ``python -m bench.bench_temporal_winograd --clips 8``).
 TILES = (4, 2)
 
 #: (Bᵀ, G, Aᵀ) of F(m, 3) (Lavin & Gray 2016, sections 4.1 and 4.2).
