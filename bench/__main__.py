@@ -21,7 +21,12 @@ BENCHES = {
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(BENCHES)
+    """``python -m bench [NAME ...]``, or ``python -m bench NAME --option ...``: one benchmark with its options."""
+    first_option = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, options = argv[:first_option] or list(BENCHES), argv[first_option:]
+    if options and len(names) != 1:
+        print("options go to one benchmark: python -m bench NAME --option ...", file=sys.stderr)
+        return 2
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}", file=sys.stderr)
@@ -29,7 +34,7 @@ def main(argv: list[str]) -> int:
     failed = []
     for name in names:
         print(f"\n=== bench {name} ({BENCHES[name]}) ===", flush=True)
-        if subprocess.call([sys.executable, "-m", BENCHES[name]]) != 0:
+        if subprocess.call([sys.executable, "-m", BENCHES[name], *options]) != 0:
             failed.append(name)
     if failed:
         print(f"\nfailed: {failed}", file=sys.stderr)

@@ -1,16 +1,17 @@
 """Benchmark the inference backends, as ratios measured in one run.
 
     python -m bench.bench_backends [--presets c3d-tiny,c3d-small,c3d] [--clips 32] [--big-clips 8] [--runs 3]
-                                   [--mar model_store/djldml-demo.mar | --fresh] [--skip-torchserve]
+                                   [--no-bf16] [--skip-runtime] [--skip-torchserve]
+                                   [--mar model_store/djldml-demo.mar | --fresh] [--repeats 5] [--clips-per-request 8]
 
 1. CPU engine: for each preset, a seeded random network (SYNTHETIC, untrained; its head scaled so its logits on
    the clips have std 4, like a trained model's, so |Δp| means something) is exported like any model and served
    by the in-process backend twice: forced to eager PyTorch (``DJLDML_RUNTIME=torch``) and with the engine
    djldml.runtime chooses (OpenVINO, float32). Same archive, same clips (32; 8 for the paper-size ``c3d``), min of
    ``--runs`` timed runs after a warm-up, eager and engine runs taken in turn; prints the speed-up and max |Δp|,
-   each engine's GFLOP/s, the cores' measured float32 FMA peak (bench/peak.py) and so the most any float32 engine
-   could gain over eager; and beside them OpenVINO in bfloat16 (its default on AVX512-BF16/AMX CPUs; not served:
-   over the 1e-4 bound).
+   each engine's GFLOP/s, the cores' float32 FMA peak measured before and after the table (bench/peak.py) and so
+   the most an engine doing the direct convolution's multiplications could gain over eager; and beside them
+   OpenVINO in bfloat16 (its default on AVX512-BF16/AMX CPUs; not served: over the 1e-4 bound).
 2. TorchServe vs in-process on the same archive (the demo one when it exists): the cost of the HTTP hop,
    .npy/JSON wire format and TorchServe's batching; also checks both return the same distributions.
 
@@ -98,9 +99,10 @@ def bench_runtime(workdir: Path, presets: list[str], n_small: int, n_big: int, r
           f"backend | min of {runs} runs | torch threads {torch.get_num_threads()} | SYNTHETIC random weights")
     bf16_head = f" {'bf16 speed-up':>13} {'bf16 |Δp|':>9}" if bf16 else ""
     print(f"{'preset':<10} {'clips':>5} {'eager s':>8} {'engine s':>9} {'speed-up':>9} {'max |Δp|':>9} "
-          f"{'load s':>7} {'GFLOP/s eager':>13} {'engine':>7}{bf16_head}  engine")
+          f"{'load s':>7} {'GFLOP/s eager':>13} {'GFLOP/s engine':>14}{bf16_head}  engine (model from)")
     ok = True
     bounds = []
+    peak_before = fma_peak_gflops(torch.get_num_threads())
     for preset in presets:
         n = n_big if preset in ("c3d", "c3d-bn") else n_small
         clips = synthetic_clips(n)
@@ -123,26 +125,32 @@ def bench_runtime(workdir: Path, presets: list[str], n_small: int, n_big: int, r
         gflop = n * gflop_per_clip(preset)
         bounds.append((preset, gflop / t_eager, gflop / t_fast))
         print(f"{preset:<10} {n:>5} {t_eager:>8.2f} {t_fast:>9.2f} {t_eager / t_fast:>8.2f}x {dp:>9.1e} "
-              f"{t_load:>7.2f} {gflop / t_eager:>13.0f} {gflop / t_fast:>7.0f}{extra}  {engine}", flush=True)
-    print_ceiling(bounds)
+              f"{t_load:>7.2f} {gflop / t_eager:>13.0f} {gflop / t_fast:>14.0f}{extra}  {engine}", flush=True)
+    print_ceiling(bounds, peak_before)
     return ok
 
 
-def print_ceiling(rates: list[tuple[str, float, float]]) -> None:
-    """The float32 FMA peak of the inference threads and, per preset, the most an engine doing the direct
-    convolution's multiplications could gain over eager (peak ÷ eager's rate). GFLOP/s count the direct
+def print_ceiling(rates: list[tuple[str, float, float]], peak_before: float | None) -> None:
+    """The float32 FMA peak of the inference threads, measured before and after the table (a difference means the
+    machine's load changed under the table), and per preset each engine's share of it. GFLOP/s count the direct
     convolution's FLOPs for both engines, so an engine above 100 % of the peak does fewer multiplications
-    (djldml.temporal_winograd); docs/deploy.md, "The paper-size c3d"."""
+    (djldml.temporal_winograd); ``peak ÷ eager's rate`` bounds what any engine doing the direct convolution's
+    multiplications could gain over eager. docs/deploy.md, "The paper-size c3d"."""
     threads = torch.get_num_threads()
-    peak = fma_peak_gflops(threads)
-    if peak is None:
-        print("float32 FMA peak: not measured (no C compiler with OpenMP)")
+    peak_after = fma_peak_gflops(threads)
+    if peak_before is None or peak_after is None:
+        print("float32 FMA peak: not measured (no C compiler with OpenMP)\n")
         return
-    print(f"float32 FMA peak of {threads} threads: {peak:.0f} GFLOP/s (bench/fma_peak.c). GFLOP/s above count the "
-          "direct convolution's FLOPs (zero padding excluded); over 100 % = fewer multiplications (Winograd):")
+    peak = max(peak_before, peak_after)
+    print(f"float32 FMA peak of {threads} threads (bench/fma_peak.c): {peak_before:.0f} GFLOP/s before the table, "
+          f"{peak_after:.0f} after")
+    if min(peak_before, peak_after) < 0.9 * peak:
+        print("  WARNING: the peak moved by over 10 %: the machine's load changed during the table; re-run it idle")
+    print("GFLOP/s count the direct convolution's FLOPs (zero padding excluded): over 100 % of the peak means fewer "
+          "multiplications (Winograd). Upper bound for an engine doing the direct convolution's multiplications:")
     for preset, eager, engine in rates:
-        print(f"  {preset:<10} eager at {eager / peak:4.0%} of the peak, engine at {engine / peak:4.0%}; "
-              f"direct convolution at the peak would be {peak / eager:.2f}x eager")
+        print(f"  {preset:<10} eager at {eager / peak:4.0%} of the peak, engine at {engine / peak:4.0%}; bound "
+              f"{peak / eager:.2f}x eager")
     print()
 
 

@@ -62,15 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         save_model(net, Path(tmp) / "model.pt")
         card = {"synthetic_demo": True, "description": f"untrained {args.preset} for benchmarks (random weights)"}
         mar = export_model(Path(tmp) / "model.pt", Path(tmp) / "bench.mar", "bench", "0", card)
+        served = max(1, min(runtime.clips_per_request(net), -(-args.clips // runtime.STREAMS)))
         print(f"{args.preset}, {args.clips} clips, best of 2 timed runs, each configuration in its own process | "
-              f"SYNTHETIC random weights | served: {runtime.clips_per_request(net)} clip(s) per request")
-        print(f"{'engine':<34} {'seconds':>8} {'peak RSS GB':>12}")
-        for per_request in [0, *args.per_request]:
+              f"SYNTHETIC random weights | served: {served} clip(s) per request for {args.clips} clips")
+        print(f"{'engine':<34} {'seconds':>8} {'peak RSS GiB':>13}")
+        for per_request in [0, *sorted({v for v in args.per_request if v >= 1})]:
             out = subprocess.run([sys.executable, "-m", "bench.bench_engine_memory", "--child", str(mar),
                                   str(per_request), str(args.clips)], capture_output=True, text=True, check=True)
             seconds, rss = out.stdout.split()[-2:]
             name = "eager PyTorch" if per_request == 0 else f"OpenVINO, {per_request} clip(s) per request"
-            print(f"{name:<34} {float(seconds):>8.2f} {float(rss):>12.2f}", flush=True)
+            print(f"{name:<34} {float(seconds):>8.2f} {float(rss):>13.2f}", flush=True)
     return 0
 
 

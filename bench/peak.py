@@ -48,7 +48,7 @@ def _taps_inside(size: int, kernel: int, stride: int, padding: int, dilation: in
 def gflop_per_clip(preset: str) -> float:
     """GFLOP of one clip through ``preset``'s layers up to the head (what the engines run): 2 per multiply-add of
     the convolutions and linear layers, not counting taps on the zero padding — engines skip those, so counting
-    them (as ``torch.utils.flop_counter`` does: 77.1 instead of 70.5 GFLOP for c3d) would put a convolution
+    them (as ``torch.utils.flop_counter`` does: 77.1 instead of 66.0 GFLOP for c3d) would put a convolution
     engine above the FMA peak."""
     from djldml.runtime import _HeadOutput
 

@@ -3,10 +3,10 @@
 - On a CUDA device: PyTorch, as before (float32, or float16 autocast with the archive's ``amp``).
 - On the CPU: OpenVINO when the ``openvino`` package is importable, else PyTorch. Measured on 2 cores (docs/deploy.md,
   ``python -m bench backends``), OpenVINO in float32 ran c3d-tiny, c3d-small and the paper-size c3d 2.9–3.3×,
-  3.2–3.3× and 2.0–2.4× faster than eager PyTorch. For c3d that takes fewer multiplications
-  (:mod:`djldml.temporal_winograd`): its direct 3D convolutions already ran at ≈92 % of the cores' float32 FMA
-  peak. ONNX Runtime and ``torch.compile`` were slower than OpenVINO (and ``torch.compile`` needs a C++ compiler
-  and ~35 s per compile). OpenVINO runs two streams, each batch cut into requests that they take in turn
+  3.2–3.3× and 2.0–2.4× faster than eager PyTorch (c3d over 8 runs: 1.99–2.37×). For c3d that takes fewer
+  multiplications (:mod:`djldml.temporal_winograd`): its direct 3D convolutions already ran at ≈92 % of the cores'
+  float32 FMA peak. ONNX Runtime and ``torch.compile`` were slower than OpenVINO (and ``torch.compile`` needs a
+  C++ compiler and ~35 s per compile). OpenVINO runs two streams, each batch cut into requests that they take in turn
   (``python -m bench.bench_openvino_configs``, :data:`REQUEST_BUDGET_BYTES`).
 - ``DJLDML_RUNTIME=torch`` forces PyTorch everywhere (``openvino`` forces OpenVINO and fails without it; ``auto``,
   the default, is the rule above). The in-process backend reads it through ``service.settings``; the TorchServe
@@ -63,9 +63,9 @@ STREAMS = 2
 #: Bytes of the largest feature map one OpenVINO infer request may hold (its clips × the first convolution's output,
 #: float32). Each stream keeps the intermediate tensors of the request it runs, so this bounds the engine's memory
 #: whatever the batch. Measured on 2 cores (``python -m bench.bench_engine_memory``, docs/deploy.md "Memory"): c3d
-#: (51 MB a clip), 16 clips at 1 / 2 / 4 / 8 clips per request: peak RSS 1.76 / 1.79 / 2.38 / 3.54 GB (eager 2.26)
-#: in 3.45 / 3.42 / 3.29 / 3.28 s; c3d-small (6.4 MB a clip), 32 clips at 1 to 10: 0.30-0.31 s, 0.51-0.63 GB.
-#: 64 MB: c3d 1 clip, c3d-small 10, c3d-tiny 20.
+#: (49 MiB a clip), 16 clips at 1 / 2 / 4 / 8 clips per request: peak RSS 1.76 / 1.79 / 2.38 / 3.54 GiB (eager
+#: 2.26) in 3.45 / 3.42 / 3.29 / 3.28 s; c3d-small (6.1 MiB a clip), 32 clips at 1 to 10: 0.30-0.31 s, 0.51-0.63
+#: GiB. 64 MiB: c3d 1 clip, c3d-small 10, c3d-tiny 20.
 REQUEST_BUDGET_BYTES = 64 * 2**20
 
 

@@ -53,15 +53,18 @@ def test_f2_handles_two_frames_and_rejects_what_it_cannot_stand_in_for():
             TemporalWinogradConv3d(bad, 2)
     with pytest.raises(ValueError):
         TemporalWinogradConv3d(layer, 3)
+    for frames in (6, 3, 1):  # not a multiple of m: refused, never a wrong number of frames
+        with pytest.raises(ValueError, match="multiple of 4"):
+            TemporalWinogradConv3d(layer, 4)(torch.randn(1, 4, frames, 5, 5))
 
 
 def test_which_layers_of_c3d_are_rewritten_and_the_smaller_presets_untouched():
     net = build_network("c3d")
     features, rewritten = rewrite_features(net.features, 16)
     convs = [i for i, layer in enumerate(net.features) if isinstance(layer, torch.nn.Conv3d)]
-    assert rewritten == convs[1:]  # all but the first (3 -> 64 channel pairs: below MIN_CHANNEL_PAIRS)
-    ms = [features[i].m for i in rewritten]
-    assert ms == [4, 4, 4, 4, 4, 2, 2]  # 16, 8, 8, 4, 4 frames: F(4,3); conv5a/b see 2 frames: F(2,3)
+    assert rewritten == convs[1:6]  # conv2-conv4b; not conv1 (3 x 64 channel pairs: below MIN_CHANNEL_PAIRS)
+    assert [features[i].m for i in rewritten] == [4, 4, 4, 4, 4]  # they see 16, 8, 8, 4, 4 frames
+    # conv5a/b see 2 frames: F(2,3) would do as many multiplications as the direct convolution (4 per 2 frames)
     assert features[convs[0]] is net.features[convs[0]]  # the rest is shared, not copied
     for preset in ("c3d-small", "c3d-tiny"):
         assert rewrite_features(build_network(preset).features, 16)[1] == []
