@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from djldml import runtime
+    from djldml import runtime, temporal_winograd
     from djldml.model_file import save_model
     from djldml.network import build_network
     from trainer.export import export_model
@@ -62,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         save_model(net, Path(tmp) / "model.pt")
         card = {"synthetic_demo": True, "description": f"untrained {args.preset} for benchmarks (random weights)"}
         mar = export_model(Path(tmp) / "model.pt", Path(tmp) / "bench.mar", "bench", "0", card)
+        with zipfile.ZipFile(mar) as z:
+            sizes = {i.filename: i.file_size / 1e6 for i in z.infolist()}
+        print(f"archive: model.pt {sizes['model.pt']:.0f} MB, OpenVINO IR {sizes[runtime.IR_BIN]:.0f} MB "
+              f"({len(temporal_winograd.plan(net.features, 16))} layers as Winograd F(4,3))")
         served = max(1, min(runtime.clips_per_request(net), -(-args.clips // runtime.STREAMS)))
         print(f"{args.preset}, {args.clips} clips, best of 2 timed runs, each configuration in its own process | "
               f"SYNTHETIC random weights | served: {served} clip(s) per request for {args.clips} clips")

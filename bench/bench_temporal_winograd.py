@@ -31,8 +31,8 @@ VARIANTS = {
     "direct convolution (before)": ((4, 2), 10**12),
     "F(2,3), >= 64x128 ch. pairs": ((2,), temporal_winograd.MIN_CHANNEL_PAIRS),
     "F(4,3)/F(2,3), every layer": ((4, 2), 0),
-    "F(4,3) only, >= 64x128": ((4,), temporal_winograd.MIN_CHANNEL_PAIRS),
-    "F(4,3)/F(2,3), >= 64x128 (served)": ((4, 2), temporal_winograd.MIN_CHANNEL_PAIRS),
+    "F(4,3)/F(2,3), >= 64x128": ((4, 2), temporal_winograd.MIN_CHANNEL_PAIRS),
+    "F(4,3), >= 64x128 (served)": ((4,), temporal_winograd.MIN_CHANNEL_PAIRS),
 }
 
 

@@ -46,8 +46,8 @@ class NetConfig:
 PRESETS: dict[str, NetConfig] = {
     "c3d": NetConfig(width=1.0, batch_norm=False),  # the paper's size (≈78M parameters)
     "c3d-bn": NetConfig(width=1.0, batch_norm=True),
-    "c3d-small": NetConfig(width=0.125, batch_norm=True, embedding_dim=64),  # CPU tests and the demo
-    "c3d-tiny": NetConfig(width=0.0625, batch_norm=True, embedding_dim=32, dropout=0.2),  # unit tests
+    "c3d-small": NetConfig(width=0.125, batch_norm=True, embedding_dim=64),  # CPU tests
+    "c3d-tiny": NetConfig(width=0.0625, batch_norm=True, embedding_dim=32, dropout=0.2),  # unit tests, the demo
 }
 
 

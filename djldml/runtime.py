@@ -2,8 +2,8 @@
 
 - On a CUDA device: PyTorch, as before (float32, or float16 autocast with the archive's ``amp``).
 - On the CPU: OpenVINO when the ``openvino`` package is importable, else PyTorch. Measured on 2 cores (docs/deploy.md,
-  ``python -m bench backends``), OpenVINO in float32 ran c3d-tiny, c3d-small and the paper-size c3d 2.9–3.3×,
-  3.2–3.3× and 2.0–2.4× faster than eager PyTorch (c3d over 8 runs: 1.99–2.37×). For c3d that takes fewer
+  ``python -m bench backends``), OpenVINO in float32 ran c3d-tiny, c3d-small and the paper-size c3d 3.2–3.3×,
+  3.2–3.3× and 2.0–2.1× faster than eager PyTorch. For c3d that takes fewer
   multiplications (:mod:`djldml.temporal_winograd`): its direct 3D convolutions already ran at ≈92 % of the cores'
   float32 FMA peak. ONNX Runtime and ``torch.compile`` were slower than OpenVINO (and ``torch.compile`` needs a
   C++ compiler and ~35 s per compile). OpenVINO runs two streams, each batch cut into requests that they take in turn

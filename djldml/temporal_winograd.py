@@ -17,9 +17,11 @@ test_temporal_winograd.py: ≤ 1e-5 relative; the served distribution within 1e-
 
 Which layers: 3×3×3, stride 1, dilation 1, temporal padding 1, ungrouped, with at least ``MIN_CHANNEL_PAIRS``
 input × output channels (below that the transforms' extra passes over memory cost more than the saved
-multiplications: measured, ``python -m bench.bench_temporal_winograd``), F(4,3) where the layer's input has a
-multiple of 4 frames, else F(2,3) for a multiple of 2, else left as it is. For ``c3d`` that is every convolution
-but the first; the smaller presets have none (their layers are bound by memory, not multiplications).
+multiplications: measured, ``python -m bench.bench_temporal_winograd``), as F(4,3) where the layer's input has a
+multiple of 4 frames (``TILES``), else left as it is. For ``c3d`` that is conv2 to conv4b (16, 8, 8, 4, 4 frames);
+conv5a/b see 2 frames, where F(2,3) does as many multiplications as the direct convolution once the taps on the
+zero padding are not counted (4 per 2 frames). The smaller presets have none (their layers are bound by memory,
+not multiplications).
 
 Only the engine's copy is rewritten (:class:`EngineNetwork`, which djldml.runtime.to_openvino converts); PyTorch —
 the reference, training and the GPU — runs the network as it is. The module is packed into .mar archives with the
@@ -47,8 +49,9 @@ LAYOUT = "temporal-winograd-1"
 #: the network slower (1.87× eager instead of 2.14×); rewriting every layer of c3d-small made it 0.57× as fast.
 MIN_CHANNEL_PAIRS = 64 * 128
 
-#: The tile sizes m tried, in order: F(4,3) saves more multiplications than F(2,3) (1/2 against 1/3) and measured
-#: faster on c3d (2.14× eager against 1.74×, ``python -m bench.bench_temporal_winograd --clips 8``).
+#: The tile sizes m tried, in order. F(4,3) saves more multiplications than F(2,3) and measured faster on c3d (2.14×
+#: eager against 1.74×, ``python -m bench.bench_temporal_winograd --clips 8``); F(2,3) on conv5a/b's 2 frames saves
+#: none and measured the same (2.16× with it, 2.15× without), so only F(4,3) is served. F(2,3) stays for the bench.
 TILES = (4,)
 
 #: (Bᵀ, G, Aᵀ) of F(m, 3) (Lavin & Gray 2016, sections 4.1 and 4.2).

@@ -57,8 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.gateway = Gateway(settings, store, storage, backend, runner, metrics)
         app.state.gateway.warn_about_preprocessing()
         sweeper = Sweeper(store, storage, runner, settings).start()
-        log.info("gateway ready: %s mode, backend %s", "embedded" if settings.embedded else "stack",
-                 type(backend).__name__)
+        log.info("gateway ready: %s mode, backend %s%s", "embedded" if settings.embedded else "stack",
+                 type(backend).__name__, app.state.gateway.engine_summary())
         try:
             yield
         finally:

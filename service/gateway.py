@@ -209,12 +209,24 @@ class Gateway:
             info = self.backend.model_info()
         except BackendUnavailable as exc:
             raise Problem("backend_unavailable", str(exc)) from None
-        fields = {k: getattr(info, k) for k in schemas.Model.model_fields if k not in ("preprocessing", "inference")}
+        fields = {k: getattr(info, k) for k in schemas.Model.model_fields
+                  if k not in ("preprocessing", "inference", "engine")}
         inference = info.extra.get("inference") or {}
         return schemas.Models(models=[schemas.Model(
-            **fields, preprocessing=self.preprocessing_check(info),
+            **fields, preprocessing=self.preprocessing_check(info), engine=info.extra.get("engine"),
             inference=schemas.ModelInference(**{k: inference[k] for k in schemas.ModelInference.model_fields
                                                 if k in inference}))])
+
+    def engine_summary(self) -> str:
+        """`` (runtime openvino on cpu, model from archive IR)`` for the start-up log when the model runs in this
+        process; empty when TorchServe runs it or the backend cannot answer yet."""
+        try:
+            engine = self.backend.model_info().extra.get("engine")
+        except BackendUnavailable:
+            return ""
+        if not engine:
+            return ""
+        return f" (runtime {engine['runtime']} on {engine['device']}, model from {engine['model_from']})"
 
     def preprocessing_check(self, info: ModelInfo) -> schemas.PreprocessingCheck:
         """Whether this service makes face clips as the model's training did (djldml.faces.provenance)."""

@@ -211,7 +211,8 @@ def build_result(job_id: str, prediction: dict[str, Any], quality, model: dict[s
             "clips_used": int(q.get("clips_made", 0)), "dropped": {k: int(v) for k, v in q.get("dropped", {}).items()},
             "corrections": dict(q.get("corrections") or {}),
         },
-        "model": {k: model[k] for k in ("name", "version", "sha256", "synthetic_demo", "description", "preprocessing")
-                  if k in model},
+        "model": {**{k: model[k] for k in ("name", "version", "sha256", "synthetic_demo", "description",
+                                           "preprocessing") if k in model},
+                  "engine": (model.get("extra") or {}).get("engine")},
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }

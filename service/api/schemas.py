@@ -65,6 +65,15 @@ class ModelInference(BaseModel):
                           "null: uncalibrated")
 
 
+class ModelEngine(BaseModel):
+    """What computes the network's layers in the process that runs the model (djldml.runtime)."""
+
+    runtime: str = Field(description="openvino (CPU, float32) or torch (eager PyTorch: the reference, and the GPU)")
+    device: str = Field(description="cpu or cuda")
+    model_from: str = Field(description="where the engine's network came from: archive IR, converted at load, or "
+                                        "state dict (PyTorch)")
+
+
 class Model(BaseModel):
     name: str = Field(description="model name (the archive is <name>.mar)")
     version: str = Field(description="model version from its card")
@@ -77,6 +86,9 @@ class Model(BaseModel):
     inference: ModelInference | None = Field(
         None, description="the card's inference record: mirror averaging, input normalisation, calibration "
                           "(GET /models)")
+    engine: ModelEngine | None = Field(
+        None, description="what runs the network where the model is loaded in this service's processes; null "
+                          "when TorchServe runs it (its model_log.log names the engine)")
 
 
 class PredictionResult(BaseModel):

@@ -8,6 +8,7 @@ skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from djldml.clips import validate_model_clips
 from djldml.device import resolve_device
 from djldml.errors import DJLDMLError
 from djldml.inference import clip_inputs
+from djldml.runtime import runtime_name
 from djldml.serving import handler
 
 from .archive import open_archive
@@ -45,7 +47,11 @@ class InProcessBackend:
         return np.asarray(result, dtype=np.float64)
 
     def model_info(self) -> ModelInfo:
-        return self.archive.model_info()
+        """The archive's ModelInfo with ``extra["engine"]``: what runs the network here (djldml.runtime)."""
+        info = self.archive.model_info()
+        engine = {"runtime": runtime_name(self.net) if self.net is not None else "none",
+                  "device": self.device.type, "model_from": getattr(self.net, "source", "state dict")}
+        return dataclasses.replace(info, extra={**info.extra, "engine": engine})
 
     def ready(self) -> tuple[bool, str]:
         return (True, "") if self.net is not None else (False, "model not loaded")

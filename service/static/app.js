@@ -379,6 +379,8 @@ function fillModel(m) {
     ["trained on", m.synthetic_demo ? "SYNTHETIC videos only (demo model)" : "see the description"],
     ["description", m.description || "—"],
     ["face clips", preText],
+    ["engine", m.engine ? m.engine.runtime + " on " + m.engine.device + " (network from " + m.engine.model_from + ")"
+      : "TorchServe (its model_log.log names the engine)"],
     ["archive SHA-256", m.sha256],
   ]);
 }

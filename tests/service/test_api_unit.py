@@ -321,3 +321,22 @@ def test_api_docs_pages_load_nothing_from_elsewhere(make_client):
         for url in urls:
             if url.startswith("/static-offline-docs/"):
                 assert client.get(url).status_code == 200, url
+
+
+def test_models_and_results_name_the_engine_when_the_model_runs_here(make_client):
+    """The in-process backend's engine (runtime, device, where its network came from) is shown by GET /models and
+    in each result's model; a backend that does not know it (TorchServe) gives null."""
+    engine = {"runtime": "openvino", "device": "cpu", "model_from": "archive IR"}
+
+    class EngineBackend(FakeBackend):
+        def model_info(self) -> ModelInfo:
+            info = super().model_info()
+            info.extra["engine"] = engine
+            return info
+
+    for backend, want in ((EngineBackend(), engine), (FakeBackend(), None)):
+        c = make_client(backend)
+        assert c.get("/models").json()["models"][0]["engine"] == want
+        r = c.post("/predict", files={"video": ("v.mp4", video_bytes(), "video/mp4")})
+        assert r.status_code == 200, r.text
+        assert r.json()["model"]["engine"] == want

@@ -235,3 +235,17 @@ def test_requests_are_bounded_by_the_memory_budget_and_outputs_keep_their_order(
     for per_request in (1, 2, 3, 100):
         served.clips_per_request = per_request
         assert_within_bounds(clip_distributions(served, clips), want)
+
+
+def test_the_in_process_backend_says_which_engine_serves(tiny_mar):
+    """GET /models and every result carry ModelInfo.extra["engine"] (service/gateway.py, service/processing.py)."""
+    served = InProcessBackend(tiny_mar, device="cpu", runtime="auto")
+    forced = InProcessBackend(tiny_mar, device="cpu", runtime="torch")
+    try:
+        assert served.model_info().extra["engine"] == {"runtime": "openvino", "device": "cpu",
+                                                       "model_from": "archive IR"}
+        assert forced.model_info().extra["engine"] == {"runtime": "torch", "device": "cpu",
+                                                       "model_from": "state dict"}
+    finally:
+        served.close()
+        forced.close()
