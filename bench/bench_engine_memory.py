@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes = {i.filename: i.file_size / 1e6 for i in z.infolist()}
         print(f"archive: model.pt {sizes['model.pt']:.0f} MB, OpenVINO IR {sizes[runtime.IR_BIN]:.0f} MB "
               f"({len(temporal_winograd.plan(net.features, 16))} layers as Winograd F(4,3))")
-        served = max(1, min(runtime.clips_per_request(net), -(-args.clips // runtime.STREAMS)))
+        served = runtime.request_clips(runtime.clips_per_request(net), args.clips, runtime.STREAMS)
         print(f"{args.preset}, {args.clips} clips, best of 2 timed runs, each configuration in its own process | "
               f"SYNTHETIC random weights | served: {served} clip(s) per request for {args.clips} clips")
         print(f"{'engine':<34} {'seconds':>8} {'peak RSS GiB':>13}")

@@ -19,21 +19,12 @@ import time
 import numpy as np
 import torch
 
+from bench.timing import min_time
 from djldml import runtime
 from djldml.clips import CLIP_SHAPE, to_tensor
 from djldml.network import build_network
 
 BATCH = 16
-
-
-def _min_time(f, runs: int) -> tuple[float, np.ndarray]:
-    y = f()  # warm-up
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        y = f()
-        times.append(time.perf_counter() - t)
-    return min(times), y
 
 
 def _batched(run, x: torch.Tensor):
@@ -89,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         net = build_network(preset).eval()
         head = runtime._HeadOutput(net).eval()
         with torch.inference_mode():
-            t_eager, y_eager = _min_time(_batched(lambda b, h=head: h(b).numpy(), x), args.runs)
+            t_eager, y_eager = min_time(_batched(lambda b, h=head: h(b).numpy(), x), args.runs)
         print(f"{preset:<10} {'eager':<12} {t_eager:>8.2f} {1.0:>8.2f}x {0.0:>9.2f} {0.0:>13.1e}", flush=True)
         for name in [e for e in args.engines.split(",") if e]:
             t = time.perf_counter()
@@ -99,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{preset:<10} {name:<12} skipped: {exc}", flush=True)
                 continue
             t_setup = time.perf_counter() - t
-            t_run, y = _min_time(_batched(run, x), args.runs)
+            t_run, y = min_time(_batched(run, x), args.runs)
             print(f"{preset:<10} {name:<12} {t_run:>8.2f} {t_eager / t_run:>8.2f}x {t_setup:>9.2f} "
                   f"{float(np.abs(y - y_eager).max()):>13.1e}", flush=True)
     return 0

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 import torch
 
+from bench.timing import min_time
 from djldml import runtime, temporal_winograd
 from djldml.clips import CLIP_LENGTH, FACE_SIZE
 from djldml.network import build_network
@@ -36,16 +36,6 @@ VARIANTS = {
 }
 
 
-def _min_time(f, runs: int) -> tuple[float, np.ndarray]:
-    y = f()  # warm-up
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        y = f()
-        times.append(time.perf_counter() - t)
-    return min(times), y
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_temporal_winograd", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="c3d")
@@ -57,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.rand(args.clips, 3, CLIP_LENGTH, FACE_SIZE, FACE_SIZE) * 2 - 1
     head = runtime._HeadOutput(net)
     with torch.inference_mode():
-        t_eager, y_eager = _min_time(lambda: head(x).numpy(), args.runs)
+        t_eager, y_eager = min_time(lambda: head(x).numpy(), args.runs)
     print(f"{args.preset}, {args.clips} clips, min of {args.runs} runs, {torch.get_num_threads()} threads | "
           "SYNTHETIC random weights")
     print(f"{'OpenVINO float32 network':<34} {'layers':>6} {'seconds':>8} {'vs eager':>9} {'vs direct':>10} "
@@ -76,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             measured[repr(chosen)] = name
             compiled = runtime.compile_openvino(net)
-            t, y = _min_time(lambda c=compiled: c.head_output(x), args.runs)
+            t, y = min_time(lambda c=compiled: c.head_output(x), args.runs)
             t_direct = t_direct or t
             print(f"{name:<34} {layers:>6} {t:>8.2f} {t_eager / t:>8.2f}x {t_direct / t:>9.2f}x "
                   f"{float(np.abs(y - y_eager).max()):>13.1e}", flush=True)

@@ -276,7 +276,7 @@ class OpenVINONetwork:
         the outputs are put back in order.
         """
         clips = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        size = max(1, min(self.clips_per_request, -(-len(clips) // self.streams)))
+        size = request_clips(self.clips_per_request, len(clips), self.streams)
         parts = [clips[i:i + size] for i in range(0, len(clips), size)] or [clips]
         with self._lock:
             self._out.clear()
@@ -323,6 +323,12 @@ def compile_openvino(net: DJLDMLNet, ir: IR | None = None, model_sha256: str = "
         "INFERENCE_NUM_THREADS": threads,
     })
     return OpenVINONetwork(compiled, net.config, source, clips_per_request(net))
+
+
+def request_clips(clips_per_request: int, n_clips: int, streams: int) -> int:
+    """Clips in each OpenVINO request for a batch of ``n_clips``: at most ``clips_per_request``, and small enough
+    that every stream gets one (at least 1)."""
+    return max(1, min(clips_per_request, -(-n_clips // streams)))
 
 
 def clips_per_request(net: DJLDMLNet) -> int:
